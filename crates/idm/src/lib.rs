@@ -1,0 +1,1 @@
+//! IDM: the host<->guest message protocol (framing, messages, launch config)

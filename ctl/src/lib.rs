@@ -1,0 +1,1 @@
+//! sporectl: the command-line client of spored

@@ -1,0 +1,1 @@
+//! spored: the spore daemon (gRPC control API, state, zone lifecycle)

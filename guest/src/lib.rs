@@ -1,0 +1,1 @@
+//! spore-init: the guest's PID 1
