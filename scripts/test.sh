@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# spore's test command (the README's second command; .ci/run calls exactly this).
+# Installs what the tests need, then runs every suite against real components: a local
+# registry, QEMU (TCG), the Xen lab. Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+
+step "dependencies"
+scripts/install-deps.sh
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "workspace tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "done"
