@@ -1,0 +1,2 @@
+//! `sporectl host ...`
+pub mod status;

@@ -1,0 +1,2 @@
+//! `sporectl network ...`
+pub mod reservations;

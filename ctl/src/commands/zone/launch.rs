@@ -1,0 +1,314 @@
+//! `sporectl zone launch`: create a zone from an image, optionally attached to its console.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use spore_api::v1;
+
+use crate::console::{self, Target};
+use crate::context::Ctx;
+use crate::parse;
+use crate::term;
+
+const EXAMPLES: &str = "\
+Examples:
+  sporectl zone launch --attach busybox echo hello
+  sporectl zone launch -a -t --rm busybox sh
+  sporectl zone launch --name web -p 8080:80 -e MODE=prod --memory 512M 127.0.0.1:5000/web:1.0
+  sporectl zone launch --entrypoint /bin/sh busybox -c 'exit 7'; echo $?
+
+Options go before IMAGE; everything after IMAGE is the command, hyphens included.
+With --attach, sporectl exits with the workload's exit code (128+N when killed by signal N)
+and with 125 when spore itself fails (the zone failed, the daemon refused, the connection broke).";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct LaunchArgs {
+    /// Attach to the console and wait: stream output, forward input, exit with the workload's code.
+    #[arg(short, long)]
+    pub attach: bool,
+
+    /// Give the workload a terminal; with --attach on a terminal, keystrokes go to the zone raw.
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Remove the zone as soon as it has exited.
+    #[arg(long = "rm")]
+    pub remove: bool,
+
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this environment's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Read environment variables from a file (KEY=VALUE lines, # comments); -e wins.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Name of the zone ([a-z0-9][a-z0-9_.-]{0,62}); default: spored picks one.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Virtual CPUs (default: spored's).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+
+    /// Memory: MiB, or with suffix M or G (e.g. 512, 512M, 2G; default: spored's).
+    #[arg(long, value_name = "SIZE", value_parser = parse::memory_mib)]
+    pub memory: Option<u64>,
+
+    /// Replace the image's ENTRYPOINT with this program ("" clears it); the image's CMD is dropped
+    /// unless a command follows IMAGE.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+
+    /// Working directory inside the zone (default: the image's, else /).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User to run as: name, uid, name:group or uid:gid (default: the image's, else root).
+    #[arg(short, long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Publish a zone port on the host: [ADDR:]HOST:ZONE[/tcp|udp], e.g. 8080:80.
+    #[arg(short, long, value_name = "SPEC", value_parser = parse::publish)]
+    pub publish: Vec<v1::PortMapping>,
+
+    /// Run the zone without a network interface.
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Boot this kernel instead of spored's guest bundle (a path on the daemon's host).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+
+    /// Use this initrd instead of spored's guest bundle (a path on the daemon's host).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// Append an argument to the guest kernel's command line.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
+
+    /// The image to run: "busybox", "127.0.0.1:5000/app:1.0", "repo@sha256:...".
+    pub image: String,
+
+    /// The command and its arguments (replaces the image's CMD).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+impl LaunchArgs {
+    /// The spec sent to spored, built and checked before anything is contacted.
+    pub fn spec(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<v1::ZoneSpec> {
+        if self.cpus == Some(0) {
+            bail!("invalid --cpus 0: a zone needs at least one virtual CPU");
+        }
+        let mut env = Vec::new();
+        for file in &self.env_file {
+            env.extend(parse::env_file(file, &lookup)?);
+        }
+        for entry in &self.env {
+            env.push(parse::env_entry(entry, &lookup)?);
+        }
+        let entrypoint = self.entrypoint.as_ref().map(|program| v1::StringList {
+            values: if program.is_empty() {
+                Vec::new()
+            } else {
+                vec![program.clone()]
+            },
+        });
+        // As with docker: a new entrypoint does not inherit the image's CMD.
+        let cmd = if !self.command.is_empty() || entrypoint.is_some() {
+            Some(v1::StringList {
+                values: self.command.clone(),
+            })
+        } else {
+            None
+        };
+        let path = |p: &Option<PathBuf>| -> Result<String> {
+            Ok(match p {
+                Some(p) => parse::absolute(p)?.display().to_string(),
+                None => String::new(),
+            })
+        };
+        Ok(v1::ZoneSpec {
+            image: self.image.clone(),
+            name: self.name.clone().unwrap_or_default(),
+            entrypoint,
+            cmd,
+            env: parse::merge_env(env),
+            working_dir: self.workdir.clone().unwrap_or_default(),
+            user: self.user.clone().unwrap_or_default(),
+            tty: self.tty,
+            vcpus: self.cpus,
+            memory_mib: self.memory,
+            kernel_path: path(&self.kernel)?,
+            initrd_path: path(&self.initrd)?,
+            kernel_args: self.kernel_args.clone(),
+            network_disabled: self.no_network,
+            ports: self.publish.clone(),
+            auto_remove: self.remove,
+        })
+    }
+
+    pub async fn run(self, ctx: &Ctx) -> Result<i32> {
+        let spec = self.spec(|key| std::env::var(key).ok())?;
+        let mut client = ctx.client().await?;
+        // Taken before the zone exists, so the session sees every state change it makes.
+        let from_sequence = if self.attach {
+            ctx.call(client.get_host_status(v1::GetHostStatusRequest {}))
+                .await?
+                .last_event_sequence
+                + 1
+        } else {
+            0
+        };
+        let created = ctx
+            .call(client.create_zone(v1::CreateZoneRequest { spec: Some(spec) }))
+            .await?;
+        if !self.attach {
+            ctx.out.print(&created, |c| c.zone_id.clone())?;
+            return Ok(0);
+        }
+        let name = if created.name.is_empty() {
+            created.zone_id.clone()
+        } else {
+            created.name.clone()
+        };
+        let target = Target {
+            id: created.zone_id,
+            name: name.clone(),
+            from_sequence,
+            replay: true,
+            raw: self.tty && term::stdin_is_tty(),
+        };
+        let outcome = console::run(ctx, &mut client, &target).await?;
+        Ok(console::finish(outcome, &name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, ZoneCommand, parse_zone};
+
+    fn args(argv: &[&str]) -> LaunchArgs {
+        let mut full = vec!["launch"];
+        full.extend_from_slice(argv);
+        match parse_zone(&full) {
+            ZoneCommand::Launch(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn env(key: &str) -> Option<String> {
+        (key == "FROM_HERE").then(|| "yes".to_string())
+    }
+
+    #[test]
+    fn full_spec() {
+        let spec = args(&[
+            "-t",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "FROM_HERE",
+            "-e",
+            "A=2",
+            "--name",
+            "web",
+            "--cpus",
+            "2",
+            "--memory",
+            "1G",
+            "-w",
+            "/srv",
+            "-u",
+            "1000:1000",
+            "-p",
+            "8080:80",
+            "-p",
+            "127.0.0.1:53:53/udp",
+            "--no-network",
+            "--kernel",
+            "/k",
+            "--initrd",
+            "rel/initrd",
+            "--kernel-arg",
+            "quiet",
+            "busybox",
+            "httpd",
+            "-f",
+        ])
+        .spec(env)
+        .unwrap();
+        assert_eq!(spec.image, "busybox");
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.env, ["A=2", "FROM_HERE=yes"]);
+        assert_eq!(spec.cmd.unwrap().values, ["httpd", "-f"]);
+        assert_eq!(spec.entrypoint, None);
+        assert_eq!((spec.vcpus, spec.memory_mib), (Some(2), Some(1024)));
+        assert_eq!(
+            (spec.working_dir.as_str(), spec.user.as_str()),
+            ("/srv", "1000:1000")
+        );
+        assert!(spec.tty && spec.auto_remove && spec.network_disabled);
+        assert_eq!(spec.ports.len(), 2);
+        assert_eq!(spec.ports[1].protocol, v1::Protocol::Udp as i32);
+        assert_eq!(spec.kernel_path, "/k");
+        assert!(spec.initrd_path.starts_with('/') && spec.initrd_path.ends_with("rel/initrd"));
+        assert_eq!(spec.kernel_args, ["quiet"]);
+    }
+
+    #[test]
+    fn defaults_leave_choices_to_the_daemon() {
+        let spec = args(&["busybox"]).spec(env).unwrap();
+        assert_eq!(spec.cmd, None);
+        assert_eq!(spec.entrypoint, None);
+        assert_eq!((spec.vcpus, spec.memory_mib), (None, None));
+        assert!(spec.name.is_empty() && spec.kernel_path.is_empty());
+    }
+
+    #[test]
+    fn entrypoint_drops_the_image_cmd() {
+        let spec = args(&["--entrypoint", "/bin/sh", "busybox"])
+            .spec(env)
+            .unwrap();
+        assert_eq!(spec.entrypoint.unwrap().values, ["/bin/sh"]);
+        assert_eq!(spec.cmd.unwrap().values, Vec::<String>::new());
+        let spec = args(&["--entrypoint", "", "busybox", "echo"])
+            .spec(env)
+            .unwrap();
+        assert_eq!(spec.entrypoint.unwrap().values, Vec::<String>::new());
+        assert_eq!(spec.cmd.unwrap().values, ["echo"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_before_any_call() {
+        let err = args(&["--cpus", "0", "busybox"]).spec(env).unwrap_err();
+        assert!(err.to_string().contains("--cpus 0"), "{err}");
+        let err = args(&["-e", "UNSET_HERE", "busybox"])
+            .spec(env)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("\"UNSET_HERE\" is not set"),
+            "{err}"
+        );
+        let parse = |argv: &[&str]| {
+            let mut full = vec!["sporectl", "zone", "launch"];
+            full.extend_from_slice(argv);
+            Cli::try_parse_from(full).unwrap_err().to_string()
+        };
+        assert!(parse(&["--memory", "1.5G", "busybox"]).contains("invalid memory size"));
+        assert!(parse(&["-p", "80", "busybox"]).contains("invalid port mapping"));
+        assert!(parse(&[]).contains("<IMAGE>"));
+    }
+}

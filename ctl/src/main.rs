@@ -1,0 +1,16 @@
+//! `sporectl`: parse the command line, run it, map the outcome to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = sporectl::Cli::parse();
+    let failure_code = cli.failure_code();
+    let code = match sporectl::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            sporectl::report_error(&err);
+            failure_code
+        }
+    };
+    sporectl::exit(code)
+}
