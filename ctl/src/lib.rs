@@ -28,6 +28,20 @@ pub const EXIT_FAILURE: i32 = 1;
 /// Exit status of the workload-forwarding commands when spore itself fails (as docker does).
 pub const EXIT_SPORE_FAILURE: i32 = 125;
 
+/// Parses the process's arguments. `--help` and `--version` print and exit 0; a usage error
+/// prints clap's message and exits 1 (the CLI's single error code, not clap's 2).
+pub fn parse_args() -> Cli {
+    use clap::Parser as _;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_FAILURE } else { 0 };
+            let _ = err.print();
+            exit(code)
+        }
+    }
+}
+
 /// Runs one parsed command line to completion and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()

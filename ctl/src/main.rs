@@ -1,9 +1,7 @@
 //! `sporectl`: parse the command line, run it, map the outcome to an exit code.
 
-use clap::Parser;
-
 fn main() {
-    let cli = sporectl::Cli::parse();
+    let cli = sporectl::parse_args();
     let failure_code = cli.failure_code();
     let code = match sporectl::run(cli) {
         Ok(code) => code,
