@@ -63,3 +63,38 @@ pub fn assert_readable_error(run: &Run) {
         assert!(!stderr.contains(debug), "debug output in {stderr:?}");
     }
 }
+
+/// Runs sporectl with `input` on its stdin (then EOF).
+pub fn sporectl_stdin(socket: &Path, args: &[&str], input: &[u8]) -> Run {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sporectl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("SPORE_SOCKET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run sporectl");
+    let mut stdin = child.stdin.take().expect("stdin pipe");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let started = Instant::now();
+    while child.try_wait().expect("wait for sporectl").is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("sporectl {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = writer.join();
+    let out = child.wait_with_output().expect("collect sporectl output");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
