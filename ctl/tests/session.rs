@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use spore_api::v1;
 use spore_api::v1::control_server::{Control, ControlServer};
 use tokio::sync::{broadcast, mpsc};
