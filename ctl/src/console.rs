@@ -350,14 +350,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// The process exit code for a session's outcome; messages go to stderr (with `\r\n`, since
-/// the terminal may still be raw when the caller prints).
+/// The process exit code for a session's outcome. Called after [`run`] returned, so the
+/// terminal is no longer raw.
 pub fn finish(outcome: Outcome, zone: &str) -> i32 {
     match outcome {
         Outcome::Exited(exit) => human::exit_code(&exit).unwrap_or(crate::EXIT_SPORE_FAILURE),
         Outcome::Detached => {
             eprint!(
-                "\r\ndetached from zone {zone}; it keeps running (reattach: sporectl zone attach {zone})\r\n"
+                "\ndetached from zone {zone}; it keeps running (reattach: sporectl zone attach {zone})\n"
             );
             0
         }

@@ -745,3 +745,82 @@ fn unimplemented_prints_the_server_message() {
     assert_eq!(run.code, 1, "{run:?}");
     assert_readable_error(&run);
 }
+
+/// On a terminal (a pty from util-linux `script`), `-t` puts it in raw mode and Ctrl+]
+/// detaches, leaving the zone running.
+#[test]
+fn ctrl_close_bracket_detaches_on_a_terminal() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let server = serve();
+    let command = format!(
+        "{} --socket {} zone launch -a -t --name tty scenario/echo",
+        env!("CARGO_BIN_EXE_sporectl"),
+        server.socket.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    let mut stdin = child.stdin.take().unwrap();
+    // Let sporectl attach and switch the terminal to raw mode; then type.
+    std::thread::sleep(Duration::from_millis(1500));
+    stdin.write_all(b"hi\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "Ctrl+] did not detach"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("got: hi"), "{stdout:?}");
+    assert!(
+        stdout.contains("detached from zone tty; it keeps running"),
+        "{stdout:?}"
+    );
+    // Raw mode: the typed line was not echoed by the local terminal.
+    assert!(
+        !stdout.contains("hi\r\n") && !stdout.starts_with("hi"),
+        "{stdout:?}"
+    );
+}
+
+/// On a terminal, pull progress is drawn as bars on stderr and the summary still follows.
+#[test]
+fn pull_draws_bars_on_a_terminal() {
+    use std::process::{Command, Stdio};
+
+    let server = serve();
+    let command = format!(
+        "{} --socket {} image pull busybox",
+        env!("CARGO_BIN_EXE_sporectl"),
+        server.socket.display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("image:    busybox"), "{text:?}");
+    assert!(text.contains("digest:   sha256:cccc"), "{text:?}");
+    // The plain-line form is for pipes only.
+    assert!(
+        !text.contains("  sha256:aaaaaaaaaaaa downloading 1000 B\n"),
+        "{text:?}"
+    );
+}
