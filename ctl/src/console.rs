@@ -5,8 +5,10 @@
 //! attaches to the console with `replay`, so output written before the attach is sent first.
 //! If spored refuses the attach because the zone has no console yet (FAILED_PRECONDITION), the
 //! session retries on the next state change; a zone that exited before any attach succeeded
-//! has its stored log printed instead. The exit status comes from the console stream's final
-//! message, or from the EXITED event when the stream closes without one.
+//! has its stored log printed instead. A console that breaks while the zone runs (spored
+//! restarted) is attached again; with replay, the bytes already printed are skipped, so nothing
+//! shows twice. The exit status comes from the console stream's final message, or from the
+//! EXITED event when the stream closes without one.
 
 use std::io::Write;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use futures::StreamExt;
 use spore_api::ControlClient;
 use spore_api::v1;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
@@ -27,6 +30,11 @@ use crate::term::{self, Input};
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// How often a broken event stream is re-opened before giving up.
 const EVENT_RECONNECTS: u32 = 5;
+/// How often a broken console is re-attached before giving up, and the base delay.
+const CONSOLE_RETRIES: u32 = 5;
+const CONSOLE_RETRY: Duration = Duration::from_millis(300);
+/// Keystrokes kept while the zone has no console yet, bytes.
+const TYPE_AHEAD_LIMIT: usize = 64 * 1024;
 
 /// What the caller knows about the zone to attach to.
 pub struct Target {
@@ -75,8 +83,10 @@ pub async fn run(ctx: &Ctx, client: &mut ControlClient, target: &Target) -> Resu
         ctx,
         target,
         exit: None,
+        zone_started: false,
         zone_ended: false,
-        printed_any: false,
+        printed: 0,
+        skip: 0,
     }
     .run(client)
     .await
@@ -86,9 +96,14 @@ struct Session<'a> {
     ctx: &'a Ctx,
     target: &'a Target,
     exit: Option<v1::ExitStatus>,
+    /// A STARTING or RUNNING event has arrived: a refused attach is worth retrying.
+    zone_started: bool,
     /// The EXITED event has arrived.
     zone_ended: bool,
-    printed_any: bool,
+    /// Console bytes written to stdout so far.
+    printed: u64,
+    /// Replayed bytes still to drop after a re-attach (they were printed before).
+    skip: u64,
 }
 
 impl Session<'_> {
@@ -99,7 +114,11 @@ impl Session<'_> {
         let mut console = self.open_console(client).await?;
         // Only a terminal can type the detach key; from a pipe, 0x1d is data.
         let mut stdin = Some(term::spawn_stdin(term::stdin_is_tty()));
-        let mut deadline: Option<tokio::time::Instant> = None;
+        // Keystrokes typed before the console exists (e.g. while the image is pulled).
+        let mut typed_ahead: Vec<u8> = Vec::new();
+        let mut drain_deadline: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut console_failures = 0u32;
 
         loop {
             if let Console::Closed = console
@@ -107,12 +126,20 @@ impl Session<'_> {
             {
                 break;
             }
+            if let Console::Attached(attached) = &console
+                && !typed_ahead.is_empty()
+            {
+                let input = std::mem::take(&mut typed_ahead);
+                let _ = attached.input.send(input_request(input)).await;
+            }
             let attached = matches!(console, Console::Attached(_));
+            let waiting = matches!(console, Console::Waiting);
             tokio::select! {
                 message = next_console(&mut console), if attached => {
                     match message {
                         Ok(Some(v1::AttachZoneConsoleResponse { kind: Some(kind) })) => match kind {
                             v1::attach_zone_console_response::Kind::Output(bytes) => {
+                                console_failures = 0;
                                 self.write_output(&bytes)?;
                             }
                             v1::attach_zone_console_response::Kind::Exited(exit) => {
@@ -121,20 +148,24 @@ impl Session<'_> {
                             }
                         },
                         Ok(Some(_)) => {}
-                        Ok(None) => console = Console::Closed,
-                        Err(status)
-                            if status.code() == Code::FailedPrecondition && !self.printed_any =>
-                        {
+                        // The workload is over and its status known from the event.
+                        Ok(None) | Err(_) if self.zone_ended => console = Console::Closed,
+                        Ok(None) => {
+                            // Closed early (e.g. spored restarted): attach again shortly.
+                            console = Console::Waiting;
+                            retry_at = Some(Instant::now() + CONSOLE_RETRY);
+                        }
+                        Err(status) if status.code() == Code::FailedPrecondition => {
                             console = Console::Waiting;
                         }
-                        Err(status) if self.zone_ended => {
-                            // The zone is gone; its exit status is known from the event.
-                            drop(status);
-                            console = Console::Closed;
-                        }
                         Err(status) => {
-                            return Err(anyhow!(self.ctx.status_error(status))
-                                .context(format!("lost the console of zone {}", self.target.name)));
+                            console_failures += 1;
+                            if console_failures > CONSOLE_RETRIES {
+                                return Err(anyhow!(self.ctx.status_error(status))
+                                    .context(format!("lost the console of zone {}", self.target.name)));
+                            }
+                            console = Console::Waiting;
+                            retry_at = Some(Instant::now() + CONSOLE_RETRY * console_failures);
                         }
                     }
                 }
@@ -143,30 +174,31 @@ impl Session<'_> {
                         Ok(Some(event)) => {
                             next_sequence = event.sequence + 1;
                             reconnects = 0;
-                            if let Some(step) = self.on_event(&event)? {
-                                match step {
-                                    Step::TryAttach => {
-                                        if let Console::Waiting = console {
-                                            console = self.open_console(client).await?;
-                                        }
-                                    }
-                                    Step::Ended => {
-                                        if let Console::Waiting = console {
-                                            console = self.open_console(client).await?;
-                                            if let Console::Waiting = console {
-                                                self.print_stored_log(client).await?;
-                                                console = Console::Closed;
-                                            }
-                                        }
-                                        deadline = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                            match self.on_event(&event)? {
+                                Some(Step::TryAttach) => {
+                                    if let Console::Waiting = console {
+                                        console = self.open_console(client).await?;
                                     }
                                 }
+                                Some(Step::Ended) => {
+                                    if let Console::Waiting = console {
+                                        console = self.open_console(client).await?;
+                                        if let Console::Waiting = console {
+                                            if self.target.replay {
+                                                self.print_stored_log(client).await?;
+                                            }
+                                            console = Console::Closed;
+                                        }
+                                    }
+                                    drain_deadline = Some(Instant::now() + DRAIN_GRACE);
+                                }
+                                None => {}
                             }
                         }
                         Ok(None) | Err(_) if reconnects < EVENT_RECONNECTS => {
                             // Cut off (too slow) or the daemon restarted: resume where we were.
                             reconnects += 1;
-                            tokio::time::sleep(Duration::from_millis(200 * u64::from(reconnects))).await;
+                            tokio::time::sleep(CONSOLE_RETRY * reconnects).await;
                             events = self.watch(client, next_sequence).await.ok();
                         }
                         Ok(None) => events = None,
@@ -176,23 +208,33 @@ impl Session<'_> {
                         }
                     }
                 }
-                input = next_input(&mut stdin), if attached && stdin.is_some() => {
+                input = next_input(&mut stdin), if stdin.is_some() => {
                     match input {
-                        Some(Input::Data(bytes)) => {
-                            if let Console::Attached(attached) = &console {
-                                // A closed request stream means the console is ending; the
-                                // response side reports why.
-                                let _ = attached.input.send(v1::AttachZoneConsoleRequest {
-                                    input: bytes,
-                                    ..Default::default()
-                                }).await;
+                        Some(Input::Data(bytes)) => match &console {
+                            // A closed request stream means the console is ending; the
+                            // response side says why.
+                            Console::Attached(attached) => {
+                                let _ = attached.input.send(input_request(bytes)).await;
                             }
-                        }
+                            _ => {
+                                let room = TYPE_AHEAD_LIMIT.saturating_sub(typed_ahead.len());
+                                typed_ahead.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                            }
+                        },
                         Some(Input::Detach) => return Ok(Outcome::Detached),
                         Some(Input::Eof) | None => stdin = None,
                     }
                 }
-                () = sleep_until(deadline), if deadline.is_some() => break,
+                () = sleep_until(retry_at), if waiting && retry_at.is_some() => {
+                    retry_at = None;
+                    console = self.open_console(client).await?;
+                    if let Console::Waiting = console
+                        && self.zone_started
+                    {
+                        retry_at = Some(Instant::now() + CONSOLE_RETRY);
+                    }
+                }
+                () = sleep_until(drain_deadline), if drain_deadline.is_some() => break,
             }
         }
         match self.exit.take() {
@@ -214,8 +256,10 @@ impl Session<'_> {
             .await
     }
 
-    /// Opens the console; `Waiting` when spored says the zone has none yet.
-    async fn open_console(&self, client: &mut ControlClient) -> Result<Console> {
+    /// Opens the console; `Waiting` when spored says the zone has none yet. A re-attach with
+    /// replay skips what was already printed, so nothing shows twice.
+    async fn open_console(&mut self, client: &mut ControlClient) -> Result<Console> {
+        self.skip = if self.target.replay { self.printed } else { 0 };
         let (tx, rx) = mpsc::channel(16);
         let first = v1::AttachZoneConsoleRequest {
             zone: self.target.id.clone(),
@@ -275,7 +319,10 @@ impl Session<'_> {
             return Ok(None);
         };
         Ok(match v1::ZoneState::try_from(transition.to) {
-            Ok(v1::ZoneState::Starting | v1::ZoneState::Running) => Some(Step::TryAttach),
+            Ok(v1::ZoneState::Starting | v1::ZoneState::Running) => {
+                self.zone_started = true;
+                Some(Step::TryAttach)
+            }
             Ok(v1::ZoneState::Exited) => {
                 self.zone_ended = true;
                 if self.exit.is_none() {
@@ -302,7 +349,15 @@ impl Session<'_> {
     }
 
     fn write_output(&mut self, bytes: &[u8]) -> Result<()> {
-        self.printed_any = true;
+        let drop = usize::try_from(self.skip)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        self.skip -= drop as u64;
+        let bytes = &bytes[drop..];
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.printed += bytes.len() as u64;
         let mut out = std::io::stdout().lock();
         match out.write_all(bytes).and_then(|()| out.flush()) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => crate::exit(0),
@@ -316,6 +371,13 @@ enum Step {
     TryAttach,
     /// The workload is over: drain the console, then finish.
     Ended,
+}
+
+fn input_request(input: Vec<u8>) -> v1::AttachZoneConsoleRequest {
+    v1::AttachZoneConsoleRequest {
+        input,
+        ..Default::default()
+    }
 }
 
 async fn next_console(
@@ -343,7 +405,7 @@ async fn next_input(stdin: &mut Option<mpsc::Receiver<Input>>) -> Option<Input> 
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
