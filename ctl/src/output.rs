@@ -48,6 +48,7 @@ proto_messages!(
     ListZonesResponse,
     Event,
     ReadZoneMetricsResponse,
+    ReadZoneLogsResponse,
     UpdateZoneResourcesResponse,
     Image,
     ListImagesResponse,
@@ -73,6 +74,21 @@ impl Output {
 
     pub fn is_table(&self) -> bool {
         self.format == Format::Table
+    }
+
+    /// Refuses `-o json|yaml` for a command whose output is a raw byte stream (a console, a
+    /// script), rather than silently ignoring the flag.
+    pub fn require_raw(&self, command: &str) -> Result<()> {
+        if self.is_table() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{command} prints a raw byte stream; -o {} does not apply to it",
+            match self.format {
+                Format::Json => "json",
+                _ => "yaml",
+            }
+        )
     }
 
     /// Prints one reply: `human` renders it for [`Format::Table`]; JSON and YAML are derived

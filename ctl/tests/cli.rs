@@ -91,6 +91,24 @@ fn bad_arguments_fail_before_connecting() {
 }
 
 #[test]
+fn raw_streams_refuse_structured_output() {
+    let socket = Path::new("/nonexistent/spored.sock");
+    let run = sporectl(socket, &["-o", "json", "zone", "attach", "web"]);
+    assert_eq!(run.code, 125, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "sporectl: zone attach prints a raw byte stream; -o json does not apply to it\n"
+    );
+    let run = sporectl(socket, &["completions", "bash", "-o", "yaml"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("-o yaml does not apply"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn completions_for_each_shell() {
     let socket = Path::new("/nonexistent/spored.sock");
     let run = sporectl(socket, &["completions", "bash"]);

@@ -14,7 +14,8 @@ pub struct CompletionsArgs {
 }
 
 impl CompletionsArgs {
-    pub fn run(self) -> Result<i32> {
+    pub fn run(self, ctx: &crate::context::Ctx) -> Result<i32> {
+        ctx.out.require_raw("sporectl completions")?;
         let mut command = Cli::command();
         let mut script = Vec::new();
         clap_complete::generate(self.shell, &mut command, "sporectl", &mut script);

@@ -38,6 +38,6 @@ pub async fn run(cli: Cli) -> Result<i32> {
         },
         Command::Host(HostCommand::Status(args)) => args.run(&ctx).await,
         Command::Network(NetworkCommand::Reservations(args)) => args.run(&ctx).await,
-        Command::Completions(args) => args.run(),
+        Command::Completions(args) => args.run(&ctx),
     }
 }

@@ -21,6 +21,7 @@ pub struct AttachArgs {
 impl AttachArgs {
     /// Exits with the workload's exit code when it ends while attached, 0 on detach.
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
+        ctx.out.require_raw("zone attach")?;
         let mut client = ctx.client().await?;
         // The sequence is taken before the state is read, so no later change is missed.
         let from_sequence = ctx

@@ -47,6 +47,7 @@ pub struct ExecArgs {
 
 impl ExecArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
+        ctx.out.require_raw("zone exec")?;
         let env = self
             .env
             .iter()

@@ -157,6 +157,9 @@ impl LaunchArgs {
     }
 
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
+        if self.attach {
+            ctx.out.require_raw("zone launch --attach")?;
+        }
         let spec = self.spec(|key| std::env::var(key).ok())?;
         let mut client = ctx.client().await?;
         // Taken before the zone exists, so the session sees every state change it makes.

@@ -32,8 +32,13 @@ impl LogsArgs {
                 follow: self.follow,
             }))
             .await?;
-        let mut out = std::io::stdout().lock();
         while let Some(chunk) = stream.message().await.map_err(|s| ctx.status_error(s))? {
+            if !ctx.out.is_table() {
+                // The API's chunks, one per line (json) or document (yaml), data in base64.
+                ctx.out.print_item(&chunk, |_| String::new())?;
+                continue;
+            }
+            let mut out = std::io::stdout().lock();
             match out.write_all(&chunk.data).and_then(|()| out.flush()) {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
                 other => other.context("cannot write to standard output")?,

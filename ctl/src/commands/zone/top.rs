@@ -43,18 +43,18 @@ impl TopArgs {
             let sample = ctx
                 .call(client.read_zone_metrics(v1::ReadZoneMetricsRequest { zone: zone.clone() }))
                 .await?;
-            let text = ctx
-                .out
-                .render(&sample, |s| render(&self.zone, s, previous.as_ref()))?;
-            let text = if interactive {
-                // Home the cursor and clear the screen, then draw the new frame.
-                format!("\x1b[H\x1b[2J{text}")
-            } else if ctx.out.format() == crate::output::Format::Json {
-                serde_json::to_string(&crate::output::to_json(&sample)?)? + "\n"
+            if ctx.out.is_table() {
+                let mut text = render(&self.zone, &sample, previous.as_ref());
+                if interactive {
+                    // Home the cursor and clear the screen, then draw the new frame.
+                    text.insert_str(0, "\x1b[H\x1b[2J");
+                } else if taken > 0 {
+                    text.insert(0, '\n');
+                }
+                crate::output::write_stdout(&text)?;
             } else {
-                text
-            };
-            crate::output::write_stdout(&text)?;
+                ctx.out.print_item(&sample, |_| String::new())?;
+            }
             previous = Some(sample);
             taken += 1;
             if count != 0 && taken >= count {
