@@ -57,7 +57,7 @@ pub enum Command {
 pub enum ZoneCommand {
     /// Create a zone from an image and start it; optionally attach to its console.
     Launch(zone::launch::LaunchArgs),
-    /// List zones.
+    /// List zones: every stored one, exited and failed included.
     #[command(visible_alias = "ls")]
     List(zone::list::ListArgs),
     /// Show one zone in detail, with its state history.
