@@ -47,6 +47,9 @@ struct World {
 struct Double {
     world: Arc<Mutex<World>>,
     events: broadcast::Sender<v1::Event>,
+    /// Unfiltered watches so far: the first is cut off after two events, as spored cuts
+    /// off a client that is too slow.
+    watches: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Double {
@@ -55,6 +58,7 @@ impl Double {
         let double = Double {
             world: Arc::new(Mutex::new(World::default())),
             events,
+            watches: Arc::default(),
         };
         // Unrelated history: a watch must start after it, not replay it.
         for _ in 0..5 {
@@ -299,6 +303,12 @@ impl Control for Double {
         };
         let (tx, rx) = mpsc::channel(256);
         let zone_id = request.zone_id;
+        let cut_after = (zone_id.is_empty()
+            && self
+                .watches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                == 0)
+            .then_some(2);
         tokio::spawn(async move {
             let wanted = |e: &v1::Event| match &e.kind {
                 Some(v1::event::Kind::ZoneStateChanged(c)) => {
@@ -307,7 +317,12 @@ impl Control for Double {
                 _ => zone_id.is_empty(),
             };
             let mut last = 0;
-            for event in backlog {
+            for (index, event) in backlog.into_iter().enumerate() {
+                if cut_after == Some(index) {
+                    let slow = Status::resource_exhausted("client too slow; resume from 3");
+                    let _ = tx.send(Err(slow)).await;
+                    return;
+                }
                 last = event.sequence;
                 if wanted(&event) && tx.send(Ok(event)).await.is_err() {
                     return;

@@ -39,6 +39,39 @@ fn broken_console_is_reattached_without_repeating_output() {
 }
 
 #[test]
+fn watch_resumes_after_being_cut_off_without_gaps_or_repeats() {
+    use std::process::{Command, Stdio};
+
+    let server = serve();
+    // The stand-in holds events 1-5 and cuts the first watch off after two of them.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sporectl"))
+        .arg("--socket")
+        .arg(&server.socket)
+        .args(["-o", "json", "zone", "watch", "--from", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let sequences: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            event["sequence"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        sequences,
+        [1, 2, 3, 4, 5],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn signal_death_maps_to_128_plus_the_signal() {
     let server = serve();
     let run = sporectl(&server.socket, &["zone", "launch", "-a", "scenario/signal"]);
