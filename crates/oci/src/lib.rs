@@ -1,1 +1,11 @@
-//! OCI images: references, registry pull, local import, layer merge, root image packing, cache
+//! OCI images for spore: references, registry pull, local import, layer merge, root image
+//! packing and a content-addressed cache.
+
+pub mod digest;
+pub mod platform;
+pub mod reference;
+pub mod tree;
+
+pub use digest::Digest;
+pub use platform::Platform;
+pub use reference::{Reference, ReferenceError};
