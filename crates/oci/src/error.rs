@@ -172,3 +172,15 @@ impl Error {
         }
     }
 }
+
+/// The error and all its sources, `: `-joined, for logs.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -17,3 +17,15 @@ pub use pack::{ImageFormat, erofs_available};
 mod flight;
 pub mod progress;
 pub use progress::{LayerProgress, NoProgress, Phase, Progress, ProgressSink};
+mod manifest;
+pub use manifest::ImageConfig;
+mod auth;
+mod registry;
+pub use auth::default_docker_config;
+pub use error::chain;
+mod assemble;
+mod pull;
+mod store;
+pub use store::{
+    GcReport, ImageStore, ImportOptions, PackedImage, PullOptions, StoreOptions, StoreStats,
+};
