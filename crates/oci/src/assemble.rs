@@ -105,12 +105,7 @@ pub(crate) async fn assemble(
             result
         },
     );
-    crate::flight::wait(
-        rx,
-        || format!("packing of {manifest_digest}"),
-        |p| on(p.progress()),
-    )
-    .await
+    crate::flight::wait(rx, |p| on(p.progress())).await
 }
 
 async fn build(

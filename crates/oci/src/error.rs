@@ -149,17 +149,22 @@ pub enum Error {
         format: &'static str,
     },
 
-    #[error("{what} failed in a shared operation")]
-    Shared {
-        what: String,
-        #[source]
-        source: Arc<Error>,
-    },
+    /// An error of a download or pack this caller shared with others; see [`Error::unshared`].
+    #[error(transparent)]
+    Shared(Arc<Error>),
     #[error("a blocking worker stopped unexpectedly while {doing}")]
     Worker { doing: &'static str },
 }
 
 impl Error {
+    /// The underlying error, looking through [`Error::Shared`].
+    pub fn unshared(&self) -> &Error {
+        match self {
+            Error::Shared(e) => e.unshared(),
+            e => e,
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

@@ -90,14 +90,13 @@ where
 /// Waits for a flight's result, calling `on_progress` with every progress update seen.
 pub(crate) async fn wait<P: Clone, T: Clone>(
     mut rx: watch::Receiver<State<P, T>>,
-    what: impl Fn() -> String,
     mut on_progress: impl FnMut(&P),
 ) -> Result<T> {
     loop {
         let state = rx.borrow_and_update().clone();
         match state {
             State::Done(Ok(t)) => return Ok(t),
-            State::Done(Err(e)) => return Err(unshare(e, what())),
+            State::Done(Err(e)) => return Err(unshare(e)),
             State::Running(p) => on_progress(&p),
         }
         if rx.changed().await.is_err() {
@@ -105,7 +104,7 @@ pub(crate) async fn wait<P: Clone, T: Clone>(
             let state = rx.borrow().clone();
             return match state {
                 State::Done(Ok(t)) => Ok(t),
-                State::Done(Err(e)) => Err(unshare(e, what())),
+                State::Done(Err(e)) => Err(unshare(e)),
                 State::Running(_) => Err(Error::Worker {
                     doing: "running a shared download or pack",
                 }),
@@ -114,14 +113,11 @@ pub(crate) async fn wait<P: Clone, T: Clone>(
     }
 }
 
-fn unshare(e: Arc<Error>, what: String) -> Error {
-    // The only holder gets the error itself; otherwise it is wrapped, keeping the chain.
+fn unshare(e: Arc<Error>) -> Error {
+    // The channel keeps a copy of the result, so this is usually shared.
     match Arc::try_unwrap(e) {
         Ok(e) => e,
-        Err(shared) => Error::Shared {
-            what,
-            source: shared,
-        },
+        Err(shared) => Error::Shared(shared),
     }
 }
 
@@ -148,17 +144,17 @@ mod tests {
             Ok(7)
         });
         let mut seen = Vec::new();
-        let wa = tokio::spawn(wait(a, || "a".into(), |_| {}));
+        let wa = tokio::spawn(wait(a, |_| {}));
         tokio::task::yield_now().await;
         go_tx.send(()).unwrap();
-        let vb = wait(b, || "b".into(), |p| seen.push(*p)).await.unwrap();
+        let vb = wait(b, |p| seen.push(*p)).await.unwrap();
         assert_eq!((wa.await.unwrap().unwrap(), vb), (42, 42));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(seen.iter().all(|p| *p == 0 || *p == 5));
 
         // After it finished, the key is free again.
         let c = flights.join("k", 0, |_| async { Ok(9) });
-        assert_eq!(wait(c, || "c".into(), |_| {}).await.unwrap(), 9);
+        assert_eq!(wait(c, |_| {}).await.unwrap(), 9);
     }
 
     #[tokio::test]
@@ -171,10 +167,7 @@ mod tests {
         });
         let b = flights.join(1, (), |_| async { Ok(()) });
         go_tx.send(()).unwrap();
-        let (ea, eb) = tokio::join!(
-            wait(a, || "x".into(), |_| {}),
-            wait(b, || "x".into(), |_| {})
-        );
+        let (ea, eb) = tokio::join!(wait(a, |_| {}), wait(b, |_| {}));
         for e in [ea.unwrap_err(), eb.unwrap_err()] {
             let text = format!(
                 "{e} / {:?}",
@@ -183,9 +176,9 @@ mod tests {
             assert!(text.contains("mkfs.erofs"), "{text}");
         }
         let p = flights.join(2, (), |_| async { panic!("boom") });
-        let e = wait(p, || "p".into(), |_| {}).await.unwrap_err();
+        let e = wait(p, |_| {}).await.unwrap_err();
         assert!(matches!(e, Error::Worker { .. }), "{e}");
         let again = flights.join(2, (), |_| async { Ok(()) });
-        wait(again, || "p".into(), |_| {}).await.unwrap();
+        wait(again, |_| {}).await.unwrap();
     }
 }

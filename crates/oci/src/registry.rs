@@ -109,6 +109,12 @@ fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
+/// oci-client's own end-of-body digest check (it fails the stream's last item).
+fn is_digest_error(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+}
+
 enum Attempt {
     Retry(Error),
     Fail(Error),
@@ -293,7 +299,7 @@ impl Session {
                 Ok(c) => c,
                 // oci-client checks the digest itself and fails at the end of the body; our own
                 // check below gives the precise error. A failure before the end is transient.
-                Err(_) if verifier.seen() == desc.size => break,
+                Err(e) if is_digest_error(&e) => break,
                 Err(e) => {
                     let err = Error::Registry {
                         registry: self.reference.registry().to_owned(),

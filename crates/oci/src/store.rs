@@ -436,12 +436,7 @@ impl Inner {
                         doing: "storing a blob",
                     })?
             });
-        crate::flight::wait(
-            rx,
-            || format!("download of blob {}", desc.digest),
-            |s| on(s),
-        )
-        .await
+        crate::flight::wait(rx, |s| on(s)).await
     }
 
     fn collect_garbage(&self, keep: &[Digest]) -> Result<GcReport> {

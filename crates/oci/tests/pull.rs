@@ -232,3 +232,390 @@ async fn three_layers_match_umoci_unpack() {
     assert_eq!(ours["bin/sh3"].detail, ours["bin/sh"].detail);
     assert_eq!(ours["etc/motd"].mtime, w::MTIME as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_with_two_platforms_picks_by_platform_and_variant() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let mut arm = Image::new(vec![w::layer(vec![w::file("arch", "arm64")])]);
+    arm.architecture = "arm64";
+    arm.variant = Some("v8");
+    let amd = Image::new(vec![w::layer(vec![w::file("arch", "amd64")])]);
+    // arm64 first, so "the first entry" would be wrong.
+    let (wa, wb) = (w::write_image(&layout, &arm), w::write_image(&layout, &amd));
+    let index = w::write_index_layout(&layout, "multi", &[wa.clone(), wb.clone()]);
+    skopeo_push(&layout, "multi", &reg.addr, "test/multi", &["--all"]);
+    let store = support::store(tmp.path(), &reg.addr);
+    let r = reference(&reg, "test/multi:multi");
+
+    let img = store
+        .pull(&r, &PullOptions::default(), NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(img.manifest_digest.to_string(), wb.manifest_digest);
+    assert_eq!(
+        img.index_digest.as_ref().map(|d| d.to_string()),
+        Some(index.clone())
+    );
+    assert_eq!(img.platform.to_string(), "linux/amd64");
+
+    let arm64 = PullOptions {
+        platform: Some("linux/arm64".parse().unwrap()),
+        ..Default::default()
+    };
+    let img = store.pull(&r, &arm64, NoProgress).await.unwrap();
+    assert_eq!(img.manifest_digest.to_string(), wa.manifest_digest);
+    assert_eq!(img.platform.to_string(), "linux/arm64/v8");
+    let tree = fstree::unsquashfs(&img.path, &tmp.path().join("arm"));
+    let content = std::fs::read(tmp.path().join("arm/arch")).unwrap();
+    assert_eq!(
+        (content.as_slice(), tree["arch"].kind),
+        (&b"arm64"[..], "file")
+    );
+
+    let riscv = PullOptions {
+        platform: Some("linux/riscv64".parse().unwrap()),
+        ..Default::default()
+    };
+    let e = store.pull(&r, &riscv, NoProgress).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::PlatformNotFound { available, .. } if available == "linux/arm64/v8, linux/amd64"),
+        "{e}"
+    );
+    let v7 = PullOptions {
+        platform: Some("linux/arm64/v9".parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.pull(&r, &v7, NoProgress).await.unwrap_err(),
+        Error::PlatformNotFound { .. }
+    ));
+}
+
+fn tmp_is_empty(store: &spore_oci::ImageStore) -> bool {
+    std::fs::read_dir(store.root().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_blob_is_rejected_and_nothing_is_cached() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = Image::new(vec![
+        w::layer(vec![w::file("a", "x".repeat(50_000))]),
+        w::layer(vec![w::file("b", "y")]),
+    ]);
+    let written = publish(&reg, tmp.path(), "test/bad", "v1", &image);
+    let bad = &written.layer_digests[0];
+    // Flip one byte in the registry's copy, same size: only the digest can catch it.
+    let blob = reg.blob_file(bad);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let store = support::store(tmp.path(), &reg.addr);
+    let e = store
+        .pull(
+            &reference(&reg, "test/bad:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap_err();
+    let text = spore_oci::chain(&e);
+    match e.unshared() {
+        Error::DigestMismatch {
+            digest,
+            expected_size,
+            actual_size,
+            ..
+        } => {
+            assert_eq!(digest.to_string(), *bad);
+            assert_eq!(expected_size, actual_size);
+        }
+        other => panic!("wrong error: {other:?}"),
+    }
+    assert!(
+        text.contains(bad.as_str()) && text.contains("nothing was cached"),
+        "{text}"
+    );
+    let d: spore_oci::Digest = bad.parse().unwrap();
+    assert!(!store.has_blob(&d), "the corrupt blob must not be stored");
+    assert!(
+        store
+            .root_image(
+                &written.manifest_digest.parse().unwrap(),
+                ImageFormat::Squashfs
+            )
+            .is_none()
+    );
+    assert!(tmp_is_empty(&store), "partial data deleted");
+    // It was not retried as if transient.
+    assert_eq!(reg.blob_gets(bad), 1);
+
+    // The intact layer was verified and may stay; it is the only blob besides the config.
+    let good = &written.layer_digests[1];
+    assert!(store.has_blob(&good.parse().unwrap()));
+
+    // A truncated blob (the registry now serves fewer bytes) is rejected the same way.
+    let blob = reg.blob_file(good);
+    let bytes = std::fs::read(&blob).unwrap();
+    std::fs::write(&blob, &bytes[..bytes.len() - 5]).unwrap();
+    std::fs::create_dir_all(tmp.path().join("second")).unwrap();
+    let fresh = support::store(&tmp.path().join("second"), &reg.addr);
+    let e = fresh
+        .pull(
+            &reference(&reg, "test/bad:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap_err();
+    let text = spore_oci::chain(&e);
+    assert!(text.contains("failed verification"), "{text}");
+    assert!(!fresh.has_blob(&good.parse().unwrap()));
+    assert!(!fresh.has_blob(&bad.parse().unwrap()));
+    assert!(tmp_is_empty(&fresh));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_download_each_blob_once() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = w::layer(vec![w::file("shared", "s".repeat(3_000_000))]);
+    let a = Image::new(vec![
+        shared,
+        w::layer(vec![w::file("a", "a".repeat(1_000_000))]),
+    ]);
+    let written_a = publish(&reg, tmp.path(), "test/a", "v1", &a);
+    // A second image sharing the bottom layer.
+    let b = Image::new(vec![
+        w::layer(vec![w::file("shared", "s".repeat(3_000_000))]),
+        w::layer(vec![w::file("b", "b")]),
+    ]);
+    let written_b = publish(&reg, tmp.path(), "test/b", "v1", &b);
+    assert_eq!(written_a.layer_digests[0], written_b.layer_digests[0]);
+
+    let store = support::store(tmp.path(), &reg.addr);
+    let (ra, rb) = (reference(&reg, "test/a:v1"), reference(&reg, "test/b:v1"));
+    let opts = PullOptions::default();
+    let (x, y, z) = tokio::join!(
+        store.pull(&ra, &opts, NoProgress),
+        store.pull(&ra, &opts, NoProgress),
+        store.pull(&rb, &opts, NoProgress)
+    );
+    let (x, y, z) = (x.unwrap(), y.unwrap(), z.unwrap());
+    assert_eq!(x, y);
+    assert_eq!(z.layers[0], x.layers[0]);
+    // Our counters: 2 configs + 3 distinct layers, each once; two images packed.
+    let stats = store.stats();
+    assert_eq!((stats.blob_downloads, stats.images_packed), (5, 2));
+    // The registry's own access log agrees: one GET per blob.
+    for d in written_a
+        .layer_digests
+        .iter()
+        .chain(&written_b.layer_digests[1..])
+        .chain([&written_a.config_digest])
+    {
+        assert_eq!(reg.blob_gets(d), 1, "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_image_by_digest_needs_no_registry() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let written = publish(
+        &reg,
+        tmp.path(),
+        "test/c",
+        "v1",
+        &Image::new(vec![w::layer(vec![w::file("f", "1")])]),
+    );
+    let store = support::store(tmp.path(), &reg.addr);
+    let first = store
+        .pull(
+            &reference(&reg, "test/c:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap();
+    let addr = reg.addr.clone();
+    reg.stop();
+    let pinned = Reference::parse(&format!("{addr}/test/c@{}", written.manifest_digest)).unwrap();
+    let mut messages = Vec::new();
+    let sink = std::sync::Mutex::new(&mut messages);
+    let again = store
+        .pull(
+            &pinned,
+            &PullOptions::default(),
+            |p: &spore_oci::Progress| sink.lock().unwrap().push(p.message.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.path, first.path);
+    assert_eq!(again.references, [pinned.to_string()]);
+    assert!(
+        messages.last().unwrap().starts_with("cache hit"),
+        "{messages:?}"
+    );
+    assert_eq!(store.stats().images_packed, 1);
+    // By tag the registry is asked, and it is gone: a clear error, after retries.
+    let e = store
+        .pull(
+            &Reference::parse(&format!("{addr}/test/c:v1")).unwrap(),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Registry { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_schema2_zstd_and_plain_layers() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut l2 = w::layer(vec![w::file("z", "zstd layer")]);
+    l2.compression = Compression::Zstd;
+    let mut l3 = w::layer(vec![w::file("p", "plain layer")]);
+    l3.compression = Compression::None;
+    let image = Image::new(vec![w::layer(vec![w::file("g", "gzip layer")]), l2, l3]);
+    let layout = tmp.path().join("layout");
+    let written = w::write_image(&layout, &image);
+    w::write_layout(&layout, "v1", &written);
+    // skopeo converts the manifest to Docker schema 2 (gzip and plain layers only).
+    let docker_only = Image::new(vec![w::layer(vec![w::file("g", "gzip layer")])]);
+    let layout2 = tmp.path().join("layout2");
+    let w2 = w::write_image(&layout2, &docker_only);
+    w::write_layout(&layout2, "v1", &w2);
+    skopeo_push(
+        &layout2,
+        "v1",
+        &reg.addr,
+        "test/docker",
+        &["--format", "v2s2"],
+    );
+    skopeo_push(&layout, "v1", &reg.addr, "test/zstd", &[]);
+    let store = support::store(tmp.path(), &reg.addr);
+
+    let img = store
+        .pull(
+            &reference(&reg, "test/docker:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        img.manifest_digest.to_string(),
+        w2.manifest_digest,
+        "skopeo rewrote the manifest as schema 2"
+    );
+    let manifest = std::fs::read_to_string(
+        store
+            .root()
+            .join("blobs/sha256")
+            .join(img.manifest_digest.hex()),
+    )
+    .unwrap();
+    assert!(
+        manifest.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{manifest}"
+    );
+    let tree = fstree::unsquashfs(&img.path, &tmp.path().join("d"));
+    assert!(tree.contains_key("g"));
+
+    let img = store
+        .pull(
+            &reference(&reg, "test/zstd:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap();
+    let out = tmp.path().join("z");
+    fstree::unsquashfs(&img.path, &out);
+    for (f, c) in [
+        ("g", "gzip layer"),
+        ("z", "zstd layer"),
+        ("p", "plain layer"),
+    ] {
+        assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), c);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erofs_format_matches_umoci_unpack() {
+    require_root!();
+    if !spore_oci::erofs_available() {
+        panic!("mkfs.erofs missing: scripts/install-deps.sh installs erofs-utils");
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let written = w::write_image(&layout, &three_layers());
+    w::write_layout(&layout, "v1", &written);
+    skopeo_push(&layout, "v1", &reg.addr, "test/erofs", &[]);
+    let store = support::store(tmp.path(), &reg.addr);
+    let opts = PullOptions {
+        format: Some(ImageFormat::Erofs),
+        ..Default::default()
+    };
+    let img = store
+        .pull(&reference(&reg, "test/erofs:v1"), &opts, NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(img.format, ImageFormat::Erofs);
+    assert!(img.path.to_string_lossy().ends_with(".erofs"));
+    let ours = fstree::unerofs(&img.path, &tmp.path().join("ours"));
+    let theirs = fstree::umoci_unpack(&layout, "v1", &tmp.path().join("bundle"));
+    fstree::assert_same(&ours, &theirs, true);
+    assert_eq!(ours["usr/bin/su"].mode, 0o4755);
+    // The same store still has no squashfs of it.
+    assert!(
+        store
+            .root_image(&img.manifest_digest, ImageFormat::Squashfs)
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image_is_named() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = support::store(tmp.path(), &reg.addr);
+    let e = store
+        .pull(
+            &reference(&reg, "test/nothing:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image {}/test/nothing:v1 was not found in registry {} (check the name and tag)",
+            reg.addr, reg.addr
+        )
+    );
+    // Without the insecure listing, plain HTTP is not used: TLS to a plain HTTP server fails.
+    let secure =
+        spore_oci::ImageStore::open(&tmp.path().join("s2"), spore_oci::StoreOptions::default())
+            .unwrap();
+    let e = secure
+        .pull(
+            &reference(&reg, "test/nothing:v1"),
+            &PullOptions::default(),
+            NoProgress,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Registry { .. }), "{e}");
+}

@@ -199,3 +199,72 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&root);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Extent, Op, OpKind, Tree};
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn staging_keeps_setuid_owners_and_hard_links() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        std::fs::write(&spool, b"hello").unwrap();
+        let mut tree = Tree::new(100);
+        let meta = Meta {
+            mode: 0o4755,
+            uid: 0,
+            gid: 8,
+            mtime: 1000,
+        };
+        let data = Extent {
+            spool: 0,
+            offset: 0,
+            len: 5,
+        };
+        tree.apply(
+            1,
+            Op {
+                path: b"bin/su".to_vec(),
+                meta,
+                kind: OpKind::File(data),
+                xattrs: 0,
+            },
+        )
+        .unwrap();
+        tree.apply(
+            1,
+            Op {
+                path: b"bin/su2".to_vec(),
+                meta,
+                kind: OpKind::Hardlink(b"bin/su".to_vec()),
+                xattrs: 0,
+            },
+        )
+        .unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let digest = crate::Digest::sha256_of(b"");
+        let spools = [spool];
+        let job = PackJob {
+            tree: &tree,
+            spools: &spools,
+            format: super::super::ImageFormat::Erofs,
+            zstd_level: 3,
+            manifest: &digest,
+            scratch: dir.path(),
+        };
+        stage(&job, &root).unwrap();
+        let m = std::fs::metadata(root.join("bin/su")).unwrap();
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.mtime(), m.nlink()),
+            (0o4755, 0, 8, 1000, 2)
+        );
+        assert_eq!(std::fs::read(root.join("bin/su2")).unwrap(), b"hello");
+    }
+}

@@ -99,15 +99,25 @@ pub fn unsquashfs(image: &Path, dest: &Path) -> BTreeMap<String, Info> {
     describe(dest)
 }
 
-/// Extracts an erofs image with `fsck.erofs --extract` and describes it.
-pub fn unerofs(image: &Path, dest: &Path) -> BTreeMap<String, Info> {
+/// Loop-mounts an erofs image read-only at `mnt` (root only) and describes it. (Debian 12's
+/// `fsck.erofs --extract` loses setuid bits, so the kernel reads it instead.)
+pub fn unerofs(image: &Path, mnt: &Path) -> BTreeMap<String, Info> {
+    std::fs::create_dir_all(mnt).unwrap();
     super::run(
-        Command::new("fsck.erofs")
-            .arg(format!("--extract={}", dest.display()))
-            .arg("--preserve")
-            .arg(image),
+        Command::new("mount")
+            .arg("-o")
+            .arg("loop,ro")
+            .arg(image)
+            .arg(mnt),
     );
-    describe(dest)
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt);
+    describe(mnt)
 }
 
 /// `umoci unpack` of `layout:tag`, described (its rootfs).
