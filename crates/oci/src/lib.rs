@@ -29,3 +29,4 @@ mod store;
 pub use store::{
     GcReport, ImageStore, ImportOptions, PackedImage, PullOptions, StoreOptions, StoreStats,
 };
+mod import;
