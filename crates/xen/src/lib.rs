@@ -1,1 +1,43 @@
-//! Xen userspace: privcmd hypercalls, event channels, grants, xenstore, the x86_64 PV domain builder
+//! spore's Xen userspace, written from Xen's public headers: privcmd hypercalls
+//! ([`PrivCmd`]), event channels ([`EvtChn`]), grant mappings ([`GntDev`]), our own xenstore
+//! client ([`xs`]), kernel image handling ([`kernel`]), the x86_64 PV domain builder
+//! ([`builder`]) and PV device plumbing ([`console`], [`devices`], [`loopdev`]).
+//!
+//! No libxc, libxl or xl: every hypercall and ioctl is in [`sys`], every other module is safe
+//! Rust over it. The builder is generic over [`Hypervisor`], the seam at the hypercall
+//! interface, so its page layout is unit-tested without Xen.
+//!
+//! ```no_run
+//! use spore_xen::{PrivCmd, builder::{DomainBuilder, DomainConfig}, xs::XsClient};
+//! # fn main() -> spore_xen::Result<()> {
+//! let hv = PrivCmd::open()?;
+//! let kernel = spore_xen::kernel::KernelImage::load(std::path::Path::new("/boot/vmlinuz"), None)?;
+//! let cfg = DomainConfig::new([0; 16], 256, 1, "console=hvc0".into());
+//! let built = DomainBuilder::new(&hv).build(&cfg, &kernel, None)?;
+//! let mut xs = XsClient::open()?;
+//! spore_xen::builder::introduce(&mut xs, &built, &cfg, "zone-demo")?;
+//! spore_xen::Hypervisor::unpause(&hv, built.domid)?;
+//! # Ok(()) }
+//! ```
+
+// pub mod builder;
+// pub mod console;
+// pub mod devices;
+mod error;
+// pub mod evtchn;
+// pub mod gntdev;
+pub mod hypervisor;
+pub mod kernel;
+// pub mod loopdev;
+pub mod privcmd;
+pub mod sys;
+pub mod version;
+pub mod xs;
+
+pub use error::{Result, XenError};
+pub use hypervisor::{CreateDomain, DomainInfo, Hypervisor, MemoryRegion, ShutdownReason};
+pub use privcmd::{ForeignMapping, HypercallBuffer, PrivCmd};
+pub use version::XenVersion;
+
+/// A Xen domain id (`domid_t`).
+pub type DomId = u16;

@@ -1,0 +1,137 @@
+//! Guest kernels: a plain ELF or a bzImage whose payload is decompressed to the ELF, then
+//! parsed for PT_LOAD segments and Xen notes. Extraction is slow under TCG (tens of seconds
+//! for xz), so [`KernelImage::load`] can keep the extracted ELF in a cache directory keyed
+//! by the input's SHA-256.
+
+pub mod bzimage;
+pub mod elf;
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use bzimage::Compression;
+pub use elf::{ElfKernel, Segment, XenNotes};
+
+use crate::{Result, XenError};
+
+/// Upper bound on a decompressed kernel (Debian's vmlinux is ~66 MB).
+pub const MAX_KERNEL_SIZE: usize = 256 << 20;
+
+/// A kernel image that could not be used; each variant says what is wrong with the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("not a bzImage (no HdrS setup header)")]
+    NotBzImage,
+    #[error("bzImage boot protocol {0:#x} is older than 2.08 and has no payload fields")]
+    OldBootProtocol(u16),
+    #[error("truncated {what}")]
+    Truncated { what: &'static str },
+    #[error("bzImage payload lies outside the file")]
+    PayloadOutOfBounds,
+    #[error(
+        "unknown payload compression (magic {0:02x?}); supported: gzip, xz, zstd, lz4, plain ELF"
+    )]
+    UnknownCompression(Vec<u8>),
+    #[error("{kind:?} payload does not decompress: {reason}")]
+    Decompress { kind: Compression, reason: String },
+    #[error("decompressed kernel exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("neither an ELF nor a bzImage")]
+    UnknownFormat,
+    #[error("invalid ELF: {0}")]
+    BadElf(String),
+    #[error("not an x86_64 little-endian ELF")]
+    NotX86_64,
+    #[error("no Xen ELF notes: the kernel was built without Xen PV support (CONFIG_XEN_PV)")]
+    NoXenNotes,
+    #[error("malformed Xen ELF note type {0}")]
+    BadNote(u32),
+    #[error("no PT_LOAD segments")]
+    NoLoadSegments,
+    #[error("a PT_LOAD segment lies outside the file")]
+    SegmentOutOfBounds,
+    #[error("a PT_LOAD segment's address overflows")]
+    AddressOverflow,
+    #[error("kernel image spans {0} bytes, more than 1 GiB")]
+    ImageTooLarge(u64),
+    #[error("entry point {0:#x} is outside the loaded image")]
+    EntryOutsideImage(u64),
+}
+
+/// Returns the kernel ELF inside `data`: `data` itself if it is an ELF, the decompressed
+/// payload if it is a bzImage.
+pub fn extract_elf(data: &[u8]) -> std::result::Result<Cow<'_, [u8]>, KernelError> {
+    if data.starts_with(b"\x7fELF") {
+        return Ok(Cow::Borrowed(data));
+    }
+    if bzimage::is_bzimage(data) {
+        let payload = bzimage::payload(data)?;
+        return Ok(Cow::Owned(bzimage::decompress(payload, MAX_KERNEL_SIZE)?));
+    }
+    Err(KernelError::UnknownFormat)
+}
+
+/// A kernel ready for the builder: the ELF bytes and what was parsed from them.
+#[derive(Debug, Clone)]
+pub struct KernelImage {
+    pub elf: Vec<u8>,
+    pub info: ElfKernel,
+}
+
+impl KernelImage {
+    /// Parses an ELF or bzImage held in memory.
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
+        let elf = extract_elf(data)?.into_owned();
+        let info = elf::parse(&elf)?;
+        Ok(Self { elf, info })
+    }
+
+    /// Loads a kernel file. With `cache_dir`, an extracted bzImage payload is stored there as
+    /// `<sha256 of the file>.elf` and reused on the next load of the same file.
+    pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Self> {
+        let data = std::fs::read(path).map_err(|source| XenError::Io {
+            what: format!("reading kernel {}", path.display()),
+            source,
+        })?;
+        if data.starts_with(b"\x7fELF") || cache_dir.is_none() {
+            return Self::from_bytes(&data);
+        }
+        let dir = cache_dir.unwrap_or(Path::new("."));
+        let cached = cached_elf_path(dir, &data);
+        if let Ok(elf) = std::fs::read(&cached)
+            && let Ok(info) = elf::parse(&elf)
+        {
+            return Ok(Self { elf, info });
+        }
+        let image = Self::from_bytes(&data)?;
+        write_atomic(&cached, &image.elf)?;
+        Ok(image)
+    }
+}
+
+/// Where [`KernelImage::load`] caches the ELF extracted from `data`.
+pub fn cached_elf_path(dir: &Path, data: &[u8]) -> PathBuf {
+    dir.join(format!("{}.elf", hex::encode(Sha256::digest(data))))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |what: &str, source| XenError::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("renaming into", e))
+}
+
+#[cfg(test)]
+mod tests;
