@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::flight::{Publisher, State};
-use crate::layer::{LayerEntries, read_layer};
+use crate::layer::{LayerEntries, Limits, read_layer};
 use crate::manifest::Manifest;
 use crate::pack::{ImageFormat, PackJob, pack};
 use crate::progress::{LayerProgress, Phase, Progress};
@@ -145,17 +145,12 @@ async fn build(
             let (limit, max_entries, tx2) = (opts.max_unpacked_bytes, opts.max_entries, tx.clone());
             let report = Box::new(move |n| update(&tx2, |p| p.layers[i].current_bytes = n));
             let entries = tokio::task::spawn_blocking(move || {
-                read_layer(
-                    &blob,
-                    &digest,
-                    i as u32,
-                    &spool,
-                    &budget,
-                    limit,
+                let limits = Limits {
+                    budget: &budget,
+                    max_bytes: limit,
                     max_entries,
-                    report,
-                )
-                .map(|e| (e, spool))
+                };
+                read_layer(&blob, &digest, (i as u32, &spool), &limits, report).map(|e| (e, spool))
             })
             .await
             .map_err(|_| Error::Worker {
@@ -189,6 +184,7 @@ async fn build(
         let dest = i.image_path(&d, format);
         i.commit(&tmp, &dest)?;
         i.images_packed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(manifest = %d, %format, entries = stats.entries, bytes = size, "packed root image");
         if stats.dropped_xattrs > 0 {
             tracing::warn!(manifest = %d, count = stats.dropped_xattrs, "extended attributes (e.g. file capabilities) are not kept in {format} images");
         }

@@ -52,6 +52,14 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Bounds shared by the layers of one image.
+pub(crate) struct Limits<'a> {
+    /// Content bytes unpacked so far, by all layers.
+    pub budget: &'a AtomicU64,
+    pub max_bytes: u64,
+    pub max_entries: usize,
+}
+
 /// What reading one layer produced.
 #[derive(Debug)]
 pub(crate) struct LayerEntries {
@@ -64,13 +72,11 @@ pub(crate) struct LayerEntries {
 pub(crate) fn read_layer(
     blob: &Path,
     digest: &Digest,
-    spool_index: u32,
-    spool: &Path,
-    budget: &AtomicU64,
-    budget_limit: u64,
-    max_entries: usize,
+    spool: (u32, &Path),
+    limits: &Limits<'_>,
     report: Box<dyn FnMut(u64) + Send>,
 ) -> Result<LayerEntries> {
+    let (spool_index, spool) = spool;
     let file = File::open(blob).map_err(Error::io("open layer blob", blob))?;
     let mut input = BufReader::with_capacity(
         256 << 10,
@@ -99,9 +105,9 @@ pub(crate) fn read_layer(
         digest,
         spool_index,
         &mut out,
-        budget,
-        budget_limit,
-        max_entries,
+        limits.budget,
+        limits.max_bytes,
+        limits.max_entries,
     )?;
     out.flush().map_err(Error::io("write spool file", spool))?;
     Ok(LayerEntries { ops })

@@ -121,10 +121,6 @@ enum Attempt {
 }
 
 impl Session {
-    pub fn reference(&self) -> &Reference {
-        &self.reference
-    }
-
     fn map_err(&self, action: &'static str, e: OciDistributionError) -> Attempt {
         let (registry, reference) = (
             self.reference.registry().to_owned(),
