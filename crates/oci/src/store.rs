@@ -410,7 +410,7 @@ impl Inner {
                     return Ok(());
                 }
                 inner.blob_downloads.fetch_add(1, Ordering::Relaxed);
-                let tmp = inner.temp_path("blob");
+                let tmp = inner.temp_path(&format!("blob-{}", d.digest.hex()));
                 let counted = AtomicU64::new(0);
                 let progress = |n: u64| {
                     let before = counted.swap(n, Ordering::Relaxed);
