@@ -15,12 +15,12 @@
 //! let cfg = DomainConfig::new([0; 16], 256, 1, "console=hvc0".into());
 //! let built = DomainBuilder::new(&hv).build(&cfg, &kernel, None)?;
 //! let mut xs = XsClient::open()?;
-//! spore_xen::builder::introduce(&mut xs, &built, &cfg, "zone-demo")?;
+//! spore_xen::builder::introduce(&mut xs, &built, &cfg, "zone-demo", &[])?;
 //! spore_xen::Hypervisor::unpause(&hv, built.domid)?;
 //! # Ok(()) }
 //! ```
 
-// pub mod builder;
+pub mod builder;
 // pub mod console;
 // pub mod devices;
 mod error;

@@ -121,6 +121,9 @@ fn debian_bzimage_extracts_to_a_pv_elf_and_caches_it() {
     // The whole image needs tens of MiB: why 64 MiB PV domains fail with this kernel.
     let span_mib = (i.virt_end - i.virt_base) >> 20;
     assert!((40..100).contains(&span_mib), "span {span_mib} MiB");
+    let min = crate::builder::Layout::min_memory_mib(i, 0);
+    eprintln!("minimum PV domain memory for this kernel: {min} MiB");
+    assert!(min > 64 && min < 128, "{min} MiB");
     // Truncating the file anywhere in the payload must fail cleanly.
     let payload_end = payload.as_ptr() as usize - data.as_ptr() as usize + payload.len();
     for cut in [0x300, data.len() / 2, payload_end - 10] {
