@@ -102,6 +102,9 @@ pub enum XenError {
     #[error("domain build: {0}")]
     Build(String),
 
+    #[error(transparent)]
+    RingCorrupt(crate::console::RingCorrupt),
+
     // ------------------------------------------------------------ devices
     #[error("{what} failed")]
     Io {

@@ -21,20 +21,22 @@
 //! ```
 
 pub mod builder;
-// pub mod console;
-// pub mod devices;
+pub mod console;
+pub mod devices;
 mod error;
-// pub mod evtchn;
-// pub mod gntdev;
+pub mod evtchn;
+pub mod gntdev;
 pub mod hypervisor;
 pub mod kernel;
-// pub mod loopdev;
+pub mod loopdev;
 pub mod privcmd;
 pub mod sys;
 pub mod version;
 pub mod xs;
 
 pub use error::{Result, XenError};
+pub use evtchn::EvtChn;
+pub use gntdev::GntDev;
 pub use hypervisor::{CreateDomain, DomainInfo, Hypervisor, MemoryRegion, ShutdownReason};
 pub use privcmd::{ForeignMapping, HypercallBuffer, PrivCmd};
 pub use version::XenVersion;

@@ -126,4 +126,4 @@ pub(crate) fn request_payload(op: MsgType, path: &str, parts: &[&[u8]]) -> Resul
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -137,7 +137,7 @@ fn fake_store(mut s: UnixStream, mut conflicts: u32) {
     }
 }
 
-fn sync_client(conflicts: u32) -> XsClient<UnixStream> {
+pub(crate) fn sync_client(conflicts: u32) -> XsClient<UnixStream> {
     let (a, b) = UnixStream::pair().unwrap();
     thread::spawn(move || fake_store(b, conflicts));
     XsClient::new(a)
