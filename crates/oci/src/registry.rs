@@ -33,7 +33,9 @@ pub(crate) struct Registries {
 /// One registry and repository, with credentials, ready to fetch from.
 #[derive(Clone)]
 pub(crate) struct Session {
-    client: Arc<Client>,
+    registries: Arc<Registries>,
+    /// The reference's registry when this pull may use plain HTTP to it.
+    extra_insecure: Option<String>,
     auth: RegistryAuth,
     reference: Reference,
     docker_config: PathBuf,
@@ -45,13 +47,22 @@ fn first_backoff() -> Duration {
 }
 
 impl Registries {
-    pub fn new(insecure: Vec<String>, docker_config: PathBuf, attempts: u32) -> Registries {
-        Registries {
+    /// Also starts building the usual HTTP client on a thread: creating one (TLS setup) costs
+    /// a few hundred milliseconds, which the first pull then does not wait for.
+    pub fn new(insecure: Vec<String>, docker_config: PathBuf, attempts: u32) -> Arc<Registries> {
+        let registries = Arc::new(Registries {
             insecure,
             docker_config,
             attempts: attempts.max(1),
             clients: Mutex::new(HashMap::new()),
-        }
+        });
+        let warm = registries.clone();
+        let _ = std::thread::Builder::new()
+            .name("oci-client-init".into())
+            .spawn(move || {
+                warm.client(None);
+            });
+        registries
     }
 
     fn client(&self, extra_insecure: Option<String>) -> Arc<Client> {
@@ -78,11 +89,12 @@ impl Registries {
     }
 
     /// A session for `reference`'s repository; `insecure` allows plain HTTP to its registry.
-    pub fn session(&self, reference: &Reference, insecure: bool) -> Result<Session> {
+    /// No connection is made (nor client built) until the session is first used.
+    pub fn session(self: &Arc<Self>, reference: &Reference, insecure: bool) -> Result<Session> {
         let auth = crate::auth::credentials(&self.docker_config, reference.registry())?;
-        let client = self.client(insecure.then(|| reference.registry().to_owned()));
         Ok(Session {
-            client,
+            registries: self.clone(),
+            extra_insecure: insecure.then(|| reference.registry().to_owned()),
             auth,
             reference: reference.clone(),
             docker_config: self.docker_config.clone(),
@@ -121,6 +133,10 @@ enum Attempt {
 }
 
 impl Session {
+    fn client(&self) -> Arc<Client> {
+        self.registries.client(self.extra_insecure.clone())
+    }
+
     fn map_err(&self, action: &'static str, e: OciDistributionError) -> Attempt {
         let (registry, reference) = (
             self.reference.registry().to_owned(),
@@ -209,7 +225,7 @@ impl Session {
         let oci_ref = target.to_oci();
         let bytes = self
             .with_retries("manifest", || async {
-                self.client
+                self.client()
                     .pull_manifest_raw(&oci_ref, &self.auth, MANIFEST_TYPES)
                     .await
                     .map(|(bytes, _)| bytes.to_vec())
@@ -271,7 +287,7 @@ impl Session {
         let oci_ref = self.reference.to_oci();
         let digest = desc.digest.to_string();
         let mut stream = self
-            .client
+            .client()
             .pull_blob_stream(&oci_ref, digest.as_str())
             .await
             .map_err(|e| self.map_err("download blob from", e))?;

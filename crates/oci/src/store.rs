@@ -145,7 +145,7 @@ pub(crate) struct Packed {
 pub(crate) struct Inner {
     pub root: PathBuf,
     pub options: StoreOptions,
-    pub registries: Registries,
+    pub registries: Arc<Registries>,
     pub downloads: Semaphore,
     pub cpus: Semaphore,
     pub blob_flights: Flights<Digest, BlobState, ()>,
