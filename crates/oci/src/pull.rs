@@ -45,7 +45,7 @@ impl ImageStore {
                 })?;
                 let child = entry.descriptor.digest.clone();
                 let (child_bytes, _) = self.manifest_bytes(&session, Some(&child)).await?;
-                self.inner.put_blob(&digest, &bytes)?;
+                self.inner.put_blob_async(&digest, &bytes).await?;
                 match manifest::parse(&child_bytes, &child)? {
                     Parsed::Manifest(m) => (child, m, Some(digest)),
                     Parsed::Index(_) => {
@@ -91,7 +91,7 @@ impl ImageStore {
             return Ok((bytes, d.clone()));
         }
         let (bytes, d) = session.manifest(digest).await?;
-        self.inner.put_blob(&d, &bytes)?;
+        self.inner.put_blob_async(&d, &bytes).await?;
         Ok((bytes, d))
     }
 

@@ -127,6 +127,30 @@ fn is_digest_error(e: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
 
+/// Runs `op` until it succeeds, fails for good, or `attempts` tries are used up, sleeping
+/// 200 ms, 400 ms, ... (at most 10 s) between tries.
+async fn retry<T, F, Fut>(attempts: u32, what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let mut delay = first_backoff();
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(t) => return Ok(t),
+            Err(Attempt::Fail(e)) => return Err(e),
+            Err(Attempt::Retry(e)) if attempt >= attempts => return Err(e),
+            Err(Attempt::Retry(e)) => {
+                tracing::warn!(%what, attempt, error = %crate::error::chain(&e), "transient registry error; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+        }
+    }
+}
+
 enum Attempt {
     Retry(Error),
     Fail(Error),
@@ -193,26 +217,12 @@ impl Session {
         }
     }
 
-    async fn with_retries<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    async fn with_retries<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, Attempt>>,
     {
-        let mut delay = first_backoff();
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(t) => return Ok(t),
-                Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(e)) if attempt >= self.attempts => return Err(e),
-                Err(Attempt::Retry(e)) => {
-                    tracing::warn!(%what, attempt, error = %crate::error::chain(&e), "transient registry error; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                    attempt += 1;
-                }
-            }
-        }
+        retry(self.attempts, what, op).await
     }
 
     /// Fetches the manifest (or index) the reference names, or `digest` in its repository.
@@ -361,5 +371,85 @@ impl Session {
         out.flush().await.map_err(io_err("write"))?;
         out.get_ref().sync_all().await.map_err(io_err("sync"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::errors::{OciEnvelope, OciError};
+
+    fn envelope(code: OciErrorCode) -> OciDistributionError {
+        let error = OciError {
+            code,
+            message: String::new(),
+            detail: serde_json::Value::Null,
+        };
+        OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![error],
+            },
+            url: "u".into(),
+        }
+    }
+
+    #[test]
+    fn only_transient_errors_are_retried() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "u".into(),
+            message: String::new(),
+        };
+        assert!(transient(&server(503)));
+        assert!(transient(&server(500)));
+        assert!(transient(&server(429)));
+        assert!(!transient(&server(404)));
+        assert!(!transient(&server(400)));
+        assert!(transient(&envelope(OciErrorCode::Toomanyrequests)));
+        assert!(!transient(&envelope(OciErrorCode::ManifestUnknown)));
+        assert!(!transient(&OciDistributionError::UnauthorizedError {
+            url: "u".into()
+        }));
+        assert!(transient(&OciDistributionError::IoError(
+            std::io::ErrorKind::ConnectionReset.into()
+        )));
+    }
+
+    fn transient_err() -> Attempt {
+        Attempt::Retry(Error::Worker {
+            doing: "a flaky thing",
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_with_doubling_backoff_then_succeeds_or_gives_up() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let r = retry(4, "t", || {
+            calls += 1;
+            let n = calls;
+            async move { if n < 3 { Err(transient_err()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(start.elapsed(), Duration::from_millis(200 + 400));
+
+        let mut calls = 0;
+        let r: Result<()> = retry(3, "t", || {
+            calls += 1;
+            async { Err(transient_err()) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let r: Result<()> = retry(5, "t", || {
+            calls += 1;
+            async { Err(Attempt::Fail(Error::ErofsUnavailable)) }
+        })
+        .await;
+        assert!(matches!(r, Err(Error::ErofsUnavailable)));
+        assert_eq!(calls, 1, "permanent errors are not retried");
     }
 }

@@ -344,6 +344,19 @@ impl Inner {
         self.commit(&tmp, &dest)
     }
 
+    /// [`Inner::put_blob`] on a blocking thread (it fsyncs).
+    pub async fn put_blob_async(self: &Arc<Self>, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.blob_path(digest).is_file() {
+            return Ok(());
+        }
+        let (inner, digest, bytes) = (self.clone(), digest.clone(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || inner.put_blob(&digest, &bytes))
+            .await
+            .map_err(|_| Error::Worker {
+                doing: "storing a manifest",
+            })?
+    }
+
     /// Reads a small blob (manifest, config), bounded by `limit`.
     pub fn read_blob(&self, digest: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
         let path = self.blob_path(digest);
