@@ -157,7 +157,8 @@ impl ConsoleBackend {
     }
 
     /// Starts the pump task and returns the stream end: reading it yields guest output,
-    /// writing it feeds guest input. The task ends when the stream is dropped, or fails
+    /// writing it feeds guest input. The task ends when it next finds the stream dropped
+    /// (abort the handle to end it at once, e.g. after destroying the domain), or fails
     /// with [`XenError::RingCorrupt`] if the guest corrupts the ring.
     pub fn spawn(self) -> (DuplexStream, tokio::task::JoinHandle<Result<()>>) {
         let (ours, theirs) = tokio::io::duplex(STREAM_BUFFER);

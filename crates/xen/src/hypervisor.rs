@@ -368,8 +368,10 @@ impl Hypervisor for PrivCmd {
         }
         let fmap = hyper::XenForeignMemoryMap {
             domid,
-            nr_entries: map.len() as u32,
-            buffer: entries.addr() as *const hyper::E820Entry,
+            map: hyper::XenMemoryMap {
+                nr_entries: map.len() as u32,
+                buffer: entries.addr() as *const hyper::E820Entry,
+            },
         };
         let buf = HypercallBuffer::from_value(&fmap)?;
         self.memory_op("set_memory_map", hyper::XENMEM_SET_MEMORY_MAP, buf.addr())?;

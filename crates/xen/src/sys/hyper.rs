@@ -125,13 +125,21 @@ pub struct XenMemoryReservation {
     pub domid: u16,
 }
 
-/// `struct xen_foreign_memory_map` (memory.h): a domid and `struct xen_memory_map`.
+/// `struct xen_memory_map` (memory.h).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct XenMemoryMap {
+    pub nr_entries: u32,
+    pub buffer: *const E820Entry,
+}
+
+/// `struct xen_foreign_memory_map` (memory.h): a domid and a `struct xen_memory_map`, which
+/// is pointer-aligned, so it starts at offset 8.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct XenForeignMemoryMap {
     pub domid: u16,
-    pub nr_entries: u32,
-    pub buffer: *const E820Entry,
+    pub map: XenMemoryMap,
 }
 
 /// One entry of the memory map buffer: the BIOS INT 0x15 E820 format (memory.h).
@@ -204,7 +212,9 @@ mod tests {
         assert_eq!(size_of::<MmuextOp>(), 24);
         assert_eq!(size_of::<XenMemoryReservation>(), 32);
         assert_eq!(offset_of!(XenMemoryReservation, domid), 24);
-        assert_eq!(size_of::<XenForeignMemoryMap>(), 16);
+        assert_eq!(size_of::<XenForeignMemoryMap>(), 24);
+        assert_eq!(offset_of!(XenForeignMemoryMap, map), 8);
+        assert_eq!(offset_of!(XenMemoryMap, buffer), 8);
         assert_eq!(size_of::<E820Entry>(), 20);
         assert_eq!(size_of::<EvtchnAllocUnbound>(), 8);
         assert_eq!(size_of::<GrantEntryV1>(), 8);
