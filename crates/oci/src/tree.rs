@@ -1,7 +1,7 @@
 //! The merged file tree of an image: layers applied in order to an in-memory tree.
 //!
 //! File contents never live here: a regular file points at an [`Extent`] of a spool file that
-//! [`crate::layer`] wrote while reading the layer, so memory stays proportional to the number of
+//! `layer` wrote while reading the layer, so memory stays proportional to the number of
 //! entries, not to the image size.
 //!
 //! Rules (the OCI image spec's layer semantics, made safe):
