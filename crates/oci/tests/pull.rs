@@ -416,12 +416,33 @@ async fn concurrent_pulls_download_each_blob_once() {
     let store = support::store(tmp.path(), &reg.addr);
     let (ra, rb) = (reference(&reg, "test/a:v1"), reference(&reg, "test/b:v1"));
     let opts = PullOptions::default();
+    let (seen_x, seen_y) = (
+        std::sync::Mutex::new(Vec::new()),
+        std::sync::Mutex::new(Vec::new()),
+    );
     let (x, y, z) = tokio::join!(
-        store.pull(&ra, &opts, NoProgress),
-        store.pull(&ra, &opts, NoProgress),
+        store.pull(&ra, &opts, |p: &spore_oci::Progress| seen_x
+            .lock()
+            .unwrap()
+            .push(p.clone())),
+        store.pull(&ra, &opts, |p: &spore_oci::Progress| seen_y
+            .lock()
+            .unwrap()
+            .push(p.clone())),
         store.pull(&rb, &opts, NoProgress)
     );
     let (x, y, z) = (x.unwrap(), y.unwrap(), z.unwrap());
+    // Both waiters of the one shared build saw its layers progress to the end.
+    for seen in [seen_x.into_inner().unwrap(), seen_y.into_inner().unwrap()] {
+        let last = seen.last().unwrap();
+        assert_eq!(last.phase, spore_oci::Phase::Done);
+        assert_eq!(last.layers.len(), 2);
+        assert!(
+            last.layers
+                .iter()
+                .all(|l| l.phase == spore_oci::Phase::Done && l.current_bytes == l.total_bytes)
+        );
+    }
     assert_eq!(x, y);
     assert_eq!(z.layers[0], x.layers[0]);
     // Our counters: 2 configs + 3 distinct layers, each once; two images packed.
