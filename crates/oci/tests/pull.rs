@@ -653,3 +653,58 @@ async fn missing_image_is_named() {
         .unwrap_err();
     assert!(matches!(e, Error::Registry { .. }), "{e}");
 }
+
+/// bcrypt of "s3cret" (made once with Python's crypt; a fixture, not a secret).
+const HTPASSWD: &str = "alice:$2b$12$SDi0M96Uu8nk991tUJnuZu7vut37cLeqgrgmvdFO1bHpA0xz0otem";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_docker_config() {
+    let reg = Registry::start_with_auth(HTPASSWD);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let written = w::write_image(
+        &layout,
+        &Image::new(vec![w::layer(vec![w::file("secret", "s")])]),
+    );
+    w::write_layout(&layout, "v1", &written);
+    skopeo_push(
+        &layout,
+        "v1",
+        &reg.addr,
+        "test/private",
+        &["--dest-creds", "alice:s3cret"],
+    );
+    let r = reference(&reg, "test/private:v1");
+
+    // No credentials: refused, and the error says how to fix it.
+    let anonymous = support::store(&tmp.path().join("anon"), &reg.addr);
+    std::fs::create_dir_all(tmp.path().join("anon")).unwrap();
+    let e = anonymous
+        .pull(&r, &PullOptions::default(), NoProgress)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+    assert!(e.to_string().contains("docker login"), "{e}");
+
+    // `auths` in the Docker config: basic auth, and the pull goes through.
+    let config = tmp.path().join("docker.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let options = spore_oci::StoreOptions {
+        insecure_registries: vec![reg.addr.clone()],
+        docker_config: config,
+        ..Default::default()
+    };
+    let store = spore_oci::ImageStore::open(&tmp.path().join("authed"), options).unwrap();
+    let img = store
+        .pull(&r, &PullOptions::default(), NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(img.manifest_digest.to_string(), written.manifest_digest);
+}

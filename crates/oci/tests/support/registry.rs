@@ -17,6 +17,15 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that demands HTTP basic auth for the `user:bcrypt-hash` htpasswd line.
+    pub fn start_with_auth(htpasswd: &str) -> Registry {
+        Registry::start_with(Some(htpasswd))
+    }
+
+    fn start_with(htpasswd: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         let log = dir.path().join("registry.log");
@@ -29,10 +38,21 @@ impl Registry {
                 .port();
             let addr = format!("127.0.0.1:{port}");
             let config = dir.path().join("config.yml");
+            let auth = match htpasswd {
+                Some(line) => {
+                    let file = dir.path().join("htpasswd");
+                    std::fs::write(&file, format!("{line}\n")).unwrap();
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                        file.display()
+                    )
+                }
+                None => String::new(),
+            };
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                    "version: 0.1\n{auth}log:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
                     storage.display()
                 ),
             )
@@ -114,7 +134,9 @@ fn wait_ready(child: &mut Child, addr: &str) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if http_get(addr, "/v2/").is_some_and(|s| s.starts_with("HTTP/1.1 200")) {
+        if http_get(addr, "/v2/")
+            .is_some_and(|s| s.starts_with("HTTP/1.1 200") || s.starts_with("HTTP/1.1 401"))
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
