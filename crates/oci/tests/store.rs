@@ -139,3 +139,23 @@ async fn remove_and_collect_garbage() {
     let b2 = import(&store, tmp.path(), "b", "bbb").await;
     assert_eq!(b2.manifest_digest, b.manifest_digest);
 }
+
+/// The daemon spawns pulls and imports on tokio tasks: their futures must be Send, the store
+/// Send + Sync + Clone.
+#[test]
+fn futures_are_send_and_the_store_is_shareable() {
+    fn send<T: Send>(_: &T) {}
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<ImageStore>();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("s"), options(tmp.path())).unwrap();
+    let r = spore_oci::Reference::parse("busybox").unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel::<spore_oci::Progress>();
+    let (pull_opts, import_opts) = (spore_oci::PullOptions::default(), ImportOptions::default());
+    let pull = store.pull(&r, &pull_opts, tx);
+    send(&pull);
+    let import = store.import(tmp.path(), &import_opts, NoProgress);
+    send(&import);
+    send(&store.collect_garbage(&[]));
+    send(&store.remove(&spore_oci::Digest::sha256_of(b""), ImageFormat::Squashfs));
+}
