@@ -166,6 +166,7 @@ async fn boot(a: &[String]) -> Result<()> {
     let args = parse_boot(a)?;
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis();
+    let (rss_start, _) = rss_kib();
     let hv = PrivCmd::open()?;
     let v = hv.version();
     result(format!("xen_version={}.{} domctl={:#x} sysctl={:#x}", v.major, v.minor, v.domctl, v.sysctl));
@@ -182,6 +183,9 @@ async fn boot(a: &[String]) -> Result<()> {
     let built = DomainBuilder::new(&hv).build(&cfg, &kernel, Some(&initrd))?;
     let domid = built.domid;
     let t_built = ms(t0);
+    let kernel_elf_bytes = kernel.elf.len();
+    drop(kernel); // a daemon shares or drops the kernel once built; what remains is per-domain
+    drop(initrd);
     let mut xs = XsClient::open()?;
     let uuid = uuid::Uuid::from_bytes(handle).to_string();
     introduce(&mut xs, &built, &cfg, &format!("spore-lab-{domid}"), &[("spore/zone", &uuid)])?;
@@ -240,7 +244,10 @@ async fn boot(a: &[String]) -> Result<()> {
         ms(t0),
         out.len()
     ));
-    result(format!("process_rss_kib={rss} process_hwm_kib={hwm} kernel_elf_bytes={}", kernel.elf.len()));
+    result(format!(
+        "process_rss_kib={rss} rss_at_start_kib={rss_start} per_domain_rss_kib={} process_hwm_kib={hwm} kernel_elf_bytes={kernel_elf_bytes}",
+        rss.saturating_sub(rss_start)
+    ));
 
     // Teardown: give the guest a moment to power off by itself, then destroy.
     let t_destroy = Instant::now();
@@ -250,12 +257,15 @@ async fn boot(a: &[String]) -> Result<()> {
     if args.disk.is_some() {
         devices::close_device(&mut xs, Kind::Vbd, domid, devices::xvd_devid(0), Duration::from_secs(5))?;
     }
-    hv.destroy(domid)?;
-    devices::remove_domain_nodes(&mut xs, domid, &handle)?;
+    // Release our mappings of the guest's pages first: a destroyed domain lingers as dying
+    // while anyone still maps its memory.
     drop(stream);
     pump.abort();
+    let _ = pump.await;
+    hv.destroy(domid)?;
+    devices::remove_domain_nodes(&mut xs, domid, &handle)?;
     // Nothing left: no domain, no xenstore nodes.
-    let gone = matches!(hv.domain_info(domid), Err(spore_xen::XenError::NoSuchDomain(_)));
+    let gone = spore_xen::hypervisor::wait_domain_gone(&hv, domid, Duration::from_secs(10))?;
     let mut left = Vec::new();
     for p in [
         format!("/local/domain/{domid}"),

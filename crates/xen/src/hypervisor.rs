@@ -138,6 +138,23 @@ pub trait Hypervisor {
     fn destroy(&self, domid: DomId) -> Result<()>;
 }
 
+/// Waits until `domid` no longer exists (a destroyed domain lingers as "dying" while any
+/// mapping of its memory is held). Returns false on timeout.
+pub fn wait_domain_gone<H: Hypervisor>(hv: &H, domid: DomId, timeout: std::time::Duration) -> Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match hv.domain_info(domid) {
+            Err(XenError::NoSuchDomain(_)) => return Ok(true),
+            Err(XenError::Hypercall { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+            Ok(_) if std::time::Instant::now() >= deadline => return Ok(false),
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// Encodes `struct xen_domctl_createdomain` for a domctl interface version: fields were
 /// inserted before `arch` across releases (vmtrace_size in 4.15, grant_opts in 4.16,
 /// cpupool_id in 4.17, altp2m in 4.19), so the tail's offsets move.

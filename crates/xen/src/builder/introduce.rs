@@ -52,8 +52,14 @@ pub fn introduce<T: Read + Write>(
     let con_mfn = built.console_mfn.to_string();
     let con_port = built.console_port.to_string();
     xs.transaction(|tx| {
+        // A node created by WRITE takes its parent's permissions with the creator (dom0) as
+        // owner, which is exactly `ro` below the domain home: only subtree roots and
+        // guest-owned nodes need an explicit SET_PERMS (one round trip each).
         let mut put = |path: String, value: &str, perms: &[Perm]| -> Result<()> {
             tx.write(&path, value.as_bytes())?;
+            if perms == ro.as_slice() && path != d {
+                return Ok(());
+            }
             tx.set_perms(&path, perms)
         };
         put(vm.clone(), "", &[Perm::new(0, Access::None)])?;
