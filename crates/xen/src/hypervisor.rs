@@ -140,12 +140,18 @@ pub trait Hypervisor {
 
 /// Waits until `domid` no longer exists (a destroyed domain lingers as "dying" while any
 /// mapping of its memory is held). Returns false on timeout.
-pub fn wait_domain_gone<H: Hypervisor>(hv: &H, domid: DomId, timeout: std::time::Duration) -> Result<bool> {
+pub fn wait_domain_gone<H: Hypervisor>(
+    hv: &H,
+    domid: DomId,
+    timeout: std::time::Duration,
+) -> Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         match hv.domain_info(domid) {
             Err(XenError::NoSuchDomain(_)) => return Ok(true),
-            Err(XenError::Hypercall { source, .. }) if source.raw_os_error() == Some(libc::ESRCH) => {
+            Err(XenError::Hypercall { source, .. })
+                if source.raw_os_error() == Some(libc::ESRCH) =>
+            {
                 return Ok(true);
             }
             Err(e) => return Err(e),

@@ -200,6 +200,23 @@ impl Mmap {
         Self::from_raw(p, len)
     }
 
+    /// A private read-only mapping of a whole file.
+    pub(crate) fn file_readonly(file: &std::fs::File, len: usize) -> Result<Self> {
+        // SAFETY: a fresh read-only private mapping of an open file; no existing memory is
+        // affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        Self::from_raw(p, len)
+    }
+
     fn anonymous_locked(len: usize) -> Result<Self> {
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
         let p = unsafe {

@@ -74,10 +74,50 @@ pub fn extract_elf(data: &[u8]) -> std::result::Result<Cow<'_, [u8]>, KernelErro
     Err(KernelError::UnknownFormat)
 }
 
+/// The kernel ELF's bytes: decompressed in memory, or a read-only mapping of an ELF file
+/// (only the PT_LOAD parts are then ever read from disk, as the builder copies them).
+#[derive(Debug)]
+pub struct KernelBytes(Bytes);
+
+#[derive(Debug)]
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(crate::privcmd::Mmap),
+}
+
+impl std::ops::Deref for KernelBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+impl KernelBytes {
+    /// Maps an ELF file read-only. The file must not be truncated while mapped (the kernel
+    /// files are spore's own, under its state directory).
+    fn map(path: &Path) -> Result<Self> {
+        let io = |source| XenError::Io {
+            what: format!("mapping kernel {}", path.display()),
+            source,
+        };
+        let f = std::fs::File::open(path).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len() as usize;
+        if len == 0 {
+            return Ok(Self(Bytes::Owned(Vec::new())));
+        }
+        Ok(Self(Bytes::Mapped(crate::privcmd::Mmap::file_readonly(
+            &f, len,
+        )?)))
+    }
+}
+
 /// A kernel ready for the builder: the ELF bytes and what was parsed from them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KernelImage {
-    pub elf: Vec<u8>,
+    pub elf: KernelBytes,
     pub info: ElfKernel,
 }
 
@@ -86,25 +126,32 @@ impl KernelImage {
     pub fn from_bytes(data: &[u8]) -> Result<Self> {
         let elf = extract_elf(data)?.into_owned();
         let info = elf::parse(&elf)?;
+        Ok(Self {
+            elf: KernelBytes(Bytes::Owned(elf)),
+            info,
+        })
+    }
+
+    fn from_mapped(elf: KernelBytes) -> Result<Self> {
+        let info = elf::parse(&elf)?;
         Ok(Self { elf, info })
     }
 
     /// Loads a kernel file. With `cache_dir`, an extracted bzImage payload is stored there as
     /// `<sha256 of the file>.elf` and reused on the next load of the same file.
     pub fn load(path: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        let data = std::fs::read(path).map_err(|source| XenError::Io {
-            what: format!("reading kernel {}", path.display()),
-            source,
-        })?;
-        if data.starts_with(b"\x7fELF") || cache_dir.is_none() {
-            return Self::from_bytes(&data);
+        let data = KernelBytes::map(path)?;
+        if data.starts_with(b"\x7fELF") {
+            return Self::from_mapped(data);
         }
-        let dir = cache_dir.unwrap_or(Path::new("."));
+        let Some(dir) = cache_dir else {
+            return Self::from_bytes(&data);
+        };
         let cached = cached_elf_path(dir, &data);
-        if let Ok(elf) = std::fs::read(&cached)
-            && let Ok(info) = elf::parse(&elf)
+        if let Ok(elf) = KernelBytes::map(&cached)
+            && let Ok(image) = Self::from_mapped(elf)
         {
-            return Ok(Self { elf, info });
+            return Ok(image);
         }
         let image = Self::from_bytes(&data)?;
         write_atomic(&cached, &image.elf)?;

@@ -104,7 +104,7 @@ fn debian_bzimage_extracts_to_a_pv_elf_and_caches_it() {
         data.len(),
         k.elf.len()
     );
-    assert_eq!(again.elf, k.elf);
+    assert_eq!(*again.elf, *k.elf);
     assert!(cached_elf_path(cache.path(), &data).exists());
 
     let i = &k.info;
@@ -155,12 +155,12 @@ fn generated_bzimage_roundtrip_and_cache_key() {
     let file = dir.path().join("vmlinuz");
     std::fs::write(&file, &img).unwrap();
     let k = KernelImage::load(&file, Some(&dir.path().join("cache"))).unwrap();
-    assert_eq!(k.elf, elf);
+    assert_eq!(*k.elf, *elf);
     // A corrupt cache entry is ignored and rewritten.
     let cached = cached_elf_path(&dir.path().join("cache"), &img);
     std::fs::write(&cached, b"garbage").unwrap();
     let k2 = KernelImage::load(&file, Some(&dir.path().join("cache"))).unwrap();
-    assert_eq!(k2.elf, elf);
+    assert_eq!(*k2.elf, *elf);
     assert_eq!(std::fs::read(&cached).unwrap(), elf);
     assert!(matches!(
         extract_elf(b"MZ not a kernel"),
