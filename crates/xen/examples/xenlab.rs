@@ -241,6 +241,8 @@ async fn boot_one(
     let mut released = axs.watch("@releaseDomain").await?;
     released.next().await; // the initial firing
 
+    let mut introduced = axs.watch("@introduceDomain").await?;
+    introduced.next().await; // the initial firing
     let built = DomainBuilder::new(hv).build(&cfg, kernel, Some(initrd))?;
     let domid = built.domid;
     let t_built = ms(t0);
