@@ -259,6 +259,10 @@ async fn boot_one(
         xs.is_domain_introduced(domid)?,
         "xenstored does not know domain {domid}"
     );
+    let intro = tokio::time::timeout(Duration::from_secs(10), introduced.next()).await;
+    ensure!(matches!(intro, Ok(Some(_))), "no @introduceDomain event");
+    drop(introduced);
+    result("introduce_domain_event=true");
     let _disk = match &args.disk {
         Some(img) => {
             let lo = LoopDevice::attach_read_only(img)?;
