@@ -1,0 +1,72 @@
+//! The backend seam: what spored asks of Xen and QEMU alike.
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+use uuid::Uuid;
+
+use crate::probe::BackendKind;
+use crate::{LaunchSpec, Result};
+
+/// A bidirectional byte stream to the guest (console or IDM channel).
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// A VM the backend owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub zone_id: Uuid,
+    /// Backend handle in words: `domid 7`, `qemu pid 4242`.
+    pub handle: String,
+    /// False once the VM has stopped but has not been destroyed yet.
+    pub running: bool,
+}
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest powered off (spore-init does this after the workload ends).
+    Poweroff,
+    /// The guest crashed or the VM monitor died.
+    Crash,
+    /// Someone else destroyed or killed the VM.
+    Killed,
+}
+
+/// A stopped VM: the reason and, in words, what the backend saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainStop {
+    pub reason: StopReason,
+    pub detail: String,
+}
+
+/// A hypervisor backend. Every method is cancel-safe to drop at an await point, except
+/// `create` and `destroy`, which spored runs to completion.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// The smallest memory (MiB) a zone can boot with on this backend.
+    fn min_memory_mib(&self) -> u64;
+
+    /// Creates and starts the VM. On error nothing is left behind.
+    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo>;
+
+    /// Stops the VM if it runs and releases everything it holds. Idempotent: destroying a
+    /// zone the backend does not know succeeds.
+    async fn destroy(&self, zone_id: Uuid) -> Result<()>;
+
+    /// The VMs this backend owns (running or stopped but not destroyed), for re-adoption
+    /// after a daemon restart.
+    async fn list(&self) -> Result<Vec<DomainInfo>>;
+
+    /// Opens the zone's console (hvc0). Output produced while no stream is open may be lost,
+    /// so spored keeps one open for the zone's whole life.
+    async fn open_console(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>>;
+
+    /// Opens the zone's IDM channel (hvc1).
+    async fn open_idm(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>>;
+
+    /// Resolves when the zone's VM has stopped.
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop>;
+}
