@@ -1,0 +1,156 @@
+//! The IDM port: /dev/hvc1 in raw mode, non-blocking, with an outgoing queue so a slow host
+//! never stalls PID 1 (it must keep reaping and forwarding signals whatever the host does).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use spore_idm::{FrameDecoder, IdmPacket, encode_frame};
+
+use crate::console::alert;
+use crate::sys;
+
+pub const IDM_DEVICE: &str = "/dev/hvc1";
+
+/// Above this much queued output, exec sessions stop reading their processes' output.
+pub const OUTBOX_HIGH_WATER: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct IdmPort {
+    file: File,
+    decoder: FrameDecoder,
+    outbox: Vec<u8>,
+    sent: usize,
+    read_buf: Vec<u8>,
+}
+
+/// Opens a console device, retrying while it does not exist yet: the hvc nodes appear at
+/// driver registration but a port only opens once the host side has announced it.
+pub fn open_console_device(path: &str, timeout: Duration) -> Result<File> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => return Ok(file),
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::EIO)
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot open {path} (waited {} ms)", timeout.as_millis())
+                });
+            }
+        }
+    }
+}
+
+impl IdmPort {
+    pub fn open(timeout: Duration) -> Result<Self> {
+        let file = open_console_device(IDM_DEVICE, timeout)
+            .context("the IDM channel (second console) is missing")?;
+        sys::make_raw(file.as_fd())
+            .with_context(|| format!("cannot put {IDM_DEVICE} in raw mode"))?;
+        Ok(Self {
+            file,
+            decoder: FrameDecoder::new(),
+            outbox: Vec::new(),
+            sent: 0,
+            read_buf: vec![0; 64 * 1024],
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Queues a packet and writes what the port takes now.
+    pub fn send(&mut self, packet: &IdmPacket) {
+        if let Err(e) = encode_frame(packet, &mut self.outbox) {
+            alert!("dropping IDM {} packet: {e}", packet.kind());
+            return;
+        }
+        if let Err(e) = self.flush_some() {
+            alert!("IDM write failed: {e}");
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.outbox.len() - self.sent
+    }
+
+    /// Writes queued bytes until the port would block.
+    pub fn flush_some(&mut self) -> io::Result<()> {
+        while self.sent < self.outbox.len() {
+            match self.file.write(&self.outbox[self.sent..]) {
+                Ok(0) => break,
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.outbox.len() {
+            self.outbox.clear();
+            self.sent = 0;
+        } else if self.sent > 1 << 20 {
+            self.outbox.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads what is available into the decoder.
+    pub fn read_some(&mut self) -> io::Result<()> {
+        // Bounded: at most a few chunks per wakeup so other events get their turn.
+        for _ in 0..16 {
+            match self.file.read(&mut self.read_buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.decoder.push(&self.read_buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn next_packet(&mut self) -> Option<spore_idm::Result<IdmPacket>> {
+        self.decoder.next_packet()
+    }
+
+    /// Blocks until everything queued is written (or `timeout`), then waits for the terminal
+    /// layer to hand it to the host.
+    pub fn drain(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.queued() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                alert!(
+                    "IDM: {} bytes could not be delivered (host not reading)",
+                    self.queued()
+                );
+                return;
+            }
+            let mut fds = [sys::pollfd(self.raw_fd(), sys::POLLOUT)];
+            let _ = sys::poll(&mut fds, left.as_millis().min(100) as i32);
+            if let Err(e) = self.flush_some() {
+                alert!("IDM write failed: {e}");
+                return;
+            }
+        }
+        sys::drain_tty(self.file.as_fd(), deadline);
+    }
+}

@@ -1,1 +1,0 @@
-//! spore-init: the guest's PID 1

@@ -1,0 +1,296 @@
+//! PID 1's main loop once the workload runs: reap every child (orphans included), forward
+//! termination signals to the workload, answer IDM requests, drive exec sessions, enforce the
+//! shutdown grace period. One poll(2) over a signalfd, the IDM port and the sessions' fds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use spore_idm::launch::Rlimit;
+use spore_idm::proto::{self, idm_packet::Body};
+use spore_idm::{Error as IdmError, ExitStatus, IdmPacket};
+
+use crate::console::{alert, info};
+use crate::exec::{Sessions, Slot};
+use crate::idm_port::IdmPort;
+use crate::metrics;
+use crate::spec::{ProcessSpec, UserDb};
+use crate::sys::{self, pid_t};
+
+/// The signals PID 1 passes on to the workload.
+const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+pub struct Supervisor {
+    pub idm: IdmPort,
+    signals: sys::SignalFd,
+    workload: pid_t,
+    status: Option<ExitStatus>,
+    kill_at: Option<Instant>,
+    sessions: Sessions,
+    base: ProcessSpec,
+    users: UserDb,
+    rlimits: Vec<Rlimit>,
+    orphans_reaped: u64,
+    garbage_reports: u64,
+}
+
+enum Entry {
+    Signals,
+    Idm,
+    Session(Slot),
+}
+
+impl Supervisor {
+    pub fn new(
+        idm: IdmPort,
+        signals: sys::SignalFd,
+        workload: pid_t,
+        base: ProcessSpec,
+        users: UserDb,
+        rlimits: Vec<Rlimit>,
+    ) -> Self {
+        Self {
+            idm,
+            signals,
+            workload,
+            status: None,
+            kill_at: None,
+            sessions: Sessions::default(),
+            base,
+            users,
+            rlimits,
+            orphans_reaped: 0,
+            garbage_reports: 0,
+        }
+    }
+
+    /// Runs until the workload has exited; returns how it ended.
+    pub fn run(&mut self) -> Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.status {
+                info!(
+                    "workload exited: {status:?} ({} orphans reaped)",
+                    self.orphans_reaped
+                );
+                return Ok(status);
+            }
+            self.turn(None)?;
+        }
+    }
+
+    /// After the workload is gone: everything else is killed; keeps reaping, finishing exec
+    /// sessions and flushing IDM until all is done or `timeout` passes.
+    pub fn wind_down(&mut self, timeout: Duration) {
+        let _ = sys::kill(-1, libc::SIGKILL);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let no_children = self.reap();
+            if no_children && self.sessions.is_empty() && self.idm.queued() == 0 {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = self.turn(Some(left.min(Duration::from_millis(20)))) {
+                alert!("{e:#}");
+                return;
+            }
+        }
+    }
+
+    /// One poll round and the handling of what it reports.
+    fn turn(&mut self, max_wait: Option<Duration>) -> Result<()> {
+        let mut fds = vec![sys::pollfd(self.signals.raw(), sys::POLLIN)];
+        let mut entries = vec![Entry::Signals];
+        let idm_events = if self.idm.queued() > 0 {
+            sys::POLLIN | sys::POLLOUT
+        } else {
+            sys::POLLIN
+        };
+        fds.push(sys::pollfd(self.idm.raw_fd(), idm_events));
+        entries.push(Entry::Idm);
+        let mut slots = Vec::new();
+        self.sessions
+            .poll_fds(self.idm.queued(), &mut fds, &mut slots);
+        entries.extend(slots.into_iter().map(Entry::Session));
+
+        let now = Instant::now();
+        let mut wait = max_wait;
+        let mut shorten = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
+        if let Some(at) = self.kill_at {
+            shorten(at.saturating_duration_since(now));
+        }
+        if let Some(linger) = self.sessions.finish(&mut self.idm) {
+            shorten(linger);
+        }
+        let timeout_ms = wait.map_or(-1, |w| w.as_millis().min(60_000) as i32);
+        sys::poll(&mut fds, timeout_ms).context("poll failed in the main loop")?;
+
+        for (fd, entry) in fds.iter().zip(entries) {
+            if fd.revents == 0 {
+                continue;
+            }
+            match entry {
+                Entry::Signals => self.signals_ready()?,
+                Entry::Idm => {
+                    if fd.revents & sys::POLLOUT != 0 {
+                        self.idm.flush_some().context("IDM write failed")?;
+                    }
+                    if fd.revents & (sys::POLLIN | sys::POLLERR | sys::POLLHUP) != 0 {
+                        self.idm.read_some().context("IDM read failed")?;
+                        self.packets();
+                    }
+                }
+                Entry::Session(slot) => self.sessions.ready(slot, &mut self.idm),
+            }
+        }
+        if let Some(at) = self.kill_at
+            && Instant::now() >= at
+        {
+            self.kill_at = None;
+            if self.status.is_none() {
+                alert!("grace period over: killing the workload");
+                let _ = sys::kill(self.workload, libc::SIGKILL);
+            }
+        }
+        Ok(())
+    }
+
+    fn signals_ready(&mut self) -> Result<()> {
+        while let Some(sig) = self.signals.next().context("cannot read the signalfd")? {
+            if sig == libc::SIGCHLD {
+                let _ = self.reap();
+            } else if FORWARDED.contains(&sig) {
+                if self.status.is_none() {
+                    info!("forwarding signal {sig} to the workload");
+                    let _ = sys::kill(self.workload, sig);
+                }
+            } else {
+                info!("ignoring signal {sig}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Collects every child that has ended. `true` when init has no children left.
+    fn reap(&mut self) -> bool {
+        loop {
+            match sys::reap_one() {
+                Ok(sys::Wait::Reaped(r)) => {
+                    let status = sys::decode_wait_status(r.status);
+                    if r.pid == self.workload && self.status.is_none() {
+                        self.status = Some(status);
+                    } else if !self.sessions.reaped(r.pid, status) {
+                        self.orphans_reaped += 1;
+                    }
+                }
+                Ok(sys::Wait::Running) => return false,
+                Ok(sys::Wait::NoChildren) => return true,
+                Err(e) => {
+                    alert!("waitpid failed: {e}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn packets(&mut self) {
+        while let Some(item) = self.idm.next_packet() {
+            match item {
+                Ok(packet) => self.handle(packet),
+                Err(e @ IdmError::Skipped { .. }) => {
+                    // Report the first few; a babbling host must not flood the console.
+                    self.garbage_reports += 1;
+                    if self.garbage_reports <= 5 {
+                        alert!("IDM: {e}");
+                    }
+                }
+                Err(e) => alert!("IDM: {e}"),
+            }
+        }
+    }
+
+    fn reply(&mut self, request_id: u64, body: Body) {
+        self.idm.send(&IdmPacket::request(request_id, body));
+    }
+
+    fn handle(&mut self, packet: IdmPacket) {
+        let (request_id, stream_id) = (packet.request_id, packet.stream_id);
+        let kind = packet.kind();
+        let Some(body) = packet.body else {
+            self.reply(
+                request_id,
+                Body::Error(proto::Error {
+                    message: "IDM packet without a body this guest understands (is the host newer than the guest bundle?)".into(),
+                    fatal: false,
+                }),
+            );
+            return;
+        };
+        match body {
+            Body::Ping(ping) => self.reply(
+                request_id,
+                Body::Pong(proto::Pong {
+                    nonce: ping.nonce,
+                    guest_time_ns: sys::boottime_ns(),
+                }),
+            ),
+            Body::MetricsRequest(req) => {
+                let mut response = metrics::collect(req.processes);
+                // Keep the answer inside one frame whatever the process count.
+                while prost_len(&response) > spore_idm::MAX_FRAME_LEN - 64
+                    && !response.processes.is_empty()
+                {
+                    let keep = response.processes.len() / 2;
+                    response.processes.truncate(keep);
+                    response.processes_truncated = true;
+                }
+                self.reply(request_id, Body::MetricsResponse(response));
+            }
+            Body::Shutdown(shutdown) => {
+                let signalled = self.status.is_none();
+                if signalled {
+                    if shutdown.grace_period_ms == 0 {
+                        let _ = sys::kill(self.workload, libc::SIGKILL);
+                    } else {
+                        let _ = sys::kill(self.workload, libc::SIGTERM);
+                        let grace = Duration::from_millis(shutdown.grace_period_ms.into());
+                        self.kill_at = Some(Instant::now() + grace);
+                    }
+                }
+                info!("shutdown requested (grace {} ms)", shutdown.grace_period_ms);
+                self.reply(
+                    request_id,
+                    Body::ShutdownAck(proto::ShutdownAck { signalled }),
+                );
+            }
+            Body::ExecStart(start) => {
+                self.sessions.start(
+                    stream_id,
+                    start,
+                    &self.base,
+                    &self.users,
+                    &self.rlimits,
+                    &mut self.idm,
+                );
+            }
+            body @ (Body::ExecStdin(_) | Body::ExecStdinClosed(_) | Body::ExecResize(_)) => {
+                self.sessions.input(stream_id, body, &mut self.idm);
+            }
+            _ => {
+                let message = format!("unexpected IDM {kind} packet from the host");
+                let error = Body::Error(proto::Error {
+                    message,
+                    fatal: false,
+                });
+                let packet = if stream_id != 0 {
+                    IdmPacket::stream(stream_id, error)
+                } else {
+                    IdmPacket::request(request_id, error)
+                };
+                self.idm.send(&packet);
+            }
+        }
+    }
+}
+
+fn prost_len(m: &proto::MetricsResponse) -> usize {
+    prost::Message::encoded_len(m)
+}
