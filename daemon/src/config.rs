@@ -351,8 +351,10 @@ mod tests {
 
     #[test]
     fn guest_paths_default_under_state_dir() {
-        let mut config = Config::default();
-        config.state_dir = "/srv/spore".into();
+        let config = Config {
+            state_dir: "/srv/spore".into(),
+            ..Config::default()
+        };
         assert_eq!(config.guest_kernel(), Path::new("/srv/spore/guest/kernel"));
         assert_eq!(config.guest_initrd(), Path::new("/srv/spore/guest/initrd"));
     }

@@ -259,6 +259,16 @@ impl Zones {
         Ok(record)
     }
 
+    /// Records an event that is not a zone transition (image added or removed).
+    pub async fn record_event(&self, event: v1::Event) -> Result<(), ZoneError> {
+        let _guard = self.write.lock().await;
+        self.commit(ZoneWrite {
+            events: vec![event],
+            ..Default::default()
+        })
+        .await
+    }
+
     async fn commit(&self, write: ZoneWrite) -> Result<(), ZoneError> {
         let events = self.store.run(move |s| s.commit(write)).await?;
         self.bus.publish(events);

@@ -1,0 +1,84 @@
+//! Picks the backend zones run on: `auto` takes Xen when it is usable, else QEMU; an
+//! explicit choice is used only if usable. With none usable the daemon still serves the API
+//! and says why.
+
+use std::sync::Arc;
+
+use spore_api::v1;
+use spore_runtime::{Backend, BackendKind, HostProbe};
+
+use crate::api::api_kind;
+use crate::config::{BackendChoice, Config};
+use crate::daemon::Selection;
+
+/// Probes the host and builds the chosen backend.
+pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {
+    let host = HostProbe {
+        qemu_binary: config.qemu.binary.clone(),
+        ..HostProbe::default()
+    };
+    let mut probes = tokio::task::spawn_blocking(move || host.probe_all())
+        .await
+        .unwrap_or_default();
+    let wanted: Vec<BackendKind> = match config.backend {
+        BackendChoice::Auto => vec![BackendKind::Xen, BackendKind::Qemu],
+        BackendChoice::Xen => vec![BackendKind::Xen],
+        BackendChoice::Qemu => vec![BackendKind::Qemu],
+    };
+    for kind in &wanted {
+        let Some(probe) = probes.iter_mut().find(|p| p.kind == *kind) else {
+            continue;
+        };
+        if !probe.usable {
+            continue;
+        }
+        match build(*kind, config).await {
+            Ok(backend) => {
+                let reason = match config.backend {
+                    BackendChoice::Auto => format!("auto: {}", probe.detail),
+                    _ => format!("configured: {}", probe.detail),
+                };
+                return (
+                    Some(backend),
+                    Selection {
+                        kind: api_kind(*kind),
+                        reason,
+                        probes,
+                    },
+                );
+            }
+            Err(why) => {
+                probe.usable = false;
+                probe.detail = format!("{}; but {why}", probe.detail);
+            }
+        }
+    }
+    let tried = probes
+        .iter()
+        .filter(|p| wanted.contains(&p.kind))
+        .map(|p| format!("{}: {}", p.kind, p.detail))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let reason = match config.backend {
+        BackendChoice::Auto => format!("no backend is usable ({tried})"),
+        choice => {
+            format!("backend {choice:?} was configured but is not usable ({tried})").to_lowercase()
+        }
+    };
+    (
+        None,
+        Selection {
+            kind: v1::BackendKind::None,
+            reason,
+            probes,
+        },
+    )
+}
+
+/// Builds a backend the probe found usable.
+async fn build(kind: BackendKind, _config: &Config) -> Result<Arc<dyn Backend>, String> {
+    match kind {
+        BackendKind::Xen => Err("the Xen backend is not part of this spore build yet".into()),
+        BackendKind::Qemu => Err("the QEMU backend is not part of this spore build yet".into()),
+    }
+}

@@ -1,0 +1,289 @@
+//! The daemon core: the zone table, the image service, the backend and the per-zone drivers.
+//! RPC handlers (`api/`) call into this; it knows nothing of gRPC.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use spore_api::v1;
+use spore_runtime::{Backend, BackendProbe};
+use tokio::sync::{Semaphore, watch};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::console::{ConsoleHub, Ending};
+use crate::driver::{self, DriverHandle, Mode};
+use crate::images::Images;
+use crate::launch::zone_dir;
+use crate::state;
+use crate::store::ZoneRecord;
+use crate::validate::{self, FieldError, Limits};
+use crate::zones::{ZoneError, Zones};
+
+/// Which backend the daemon uses, and why.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub kind: v1::BackendKind,
+    pub reason: String,
+    pub probes: Vec<BackendProbe>,
+}
+
+/// Why a zone request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No backend can run zones here; the message says what to install.
+    #[error("no backend can run zones on this host: {0}")]
+    NoBackend(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+}
+
+pub struct Daemon {
+    pub config: Config,
+    pub zones: Arc<Zones>,
+    pub images: Images,
+    pub backend: Option<Arc<dyn Backend>>,
+    pub selection: Selection,
+    consoles: Mutex<HashMap<Uuid, Arc<ConsoleHub>>>,
+    pub(crate) drivers: Mutex<HashMap<Uuid, DriverHandle>>,
+    pub(crate) launches: Semaphore,
+}
+
+impl Daemon {
+    pub fn new(
+        config: Config,
+        zones: Arc<Zones>,
+        images: Images,
+        backend: Option<Arc<dyn Backend>>,
+        selection: Selection,
+    ) -> Arc<Daemon> {
+        let launches = Semaphore::new(config.zones.max_parallel_launches);
+        Arc::new(Daemon {
+            config,
+            zones,
+            images,
+            backend,
+            selection,
+            consoles: Mutex::new(HashMap::new()),
+            drivers: Mutex::new(HashMap::new()),
+            launches,
+        })
+    }
+
+    /// Picks up where a previous daemon left off: re-adopts running zones, fails zones caught
+    /// half-built, resumes destroys and pending launches, and destroys VMs nobody owns.
+    pub async fn start(self: &Arc<Self>) {
+        let running = match &self.backend {
+            Some(b) => match b.list().await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::error!("cannot list the backend's VMs: {}", chain(&e));
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let known: Vec<ZoneRecord> = self.zones.list();
+        for vm in &running {
+            if !known.iter().any(|z| z.uuid() == vm.zone_id) {
+                tracing::warn!(zone = %vm.zone_id, handle = %vm.handle, "destroying a VM no stored zone owns");
+                if let Some(b) = &self.backend
+                    && let Err(e) = b.destroy(vm.zone_id).await
+                {
+                    tracing::error!(zone = %vm.zone_id, "{}", chain(&e));
+                }
+            }
+        }
+        for record in known {
+            let id = record.uuid();
+            let vm = running.iter().find(|vm| vm.zone_id == id);
+            use v1::ZoneState::*;
+            match record.state() {
+                Pending => self.spawn_driver(id, Mode::Launch),
+                Preparing | Creating => {
+                    self.release_vm(id).await;
+                    self.fail(id, "spored restarted while the zone was being created; destroy it and launch it again").await;
+                }
+                Starting | Running | Stopping => match vm {
+                    Some(vm) if vm.running => self.spawn_driver(id, Mode::Adopt),
+                    _ => {
+                        self.release_vm(id).await;
+                        self.fail(id, "the zone's VM stopped while spored was not running; its exit status is unknown").await;
+                    }
+                },
+                Destroying => self.spawn_driver(id, Mode::Destroy),
+                Exited | Failed => {
+                    if vm.is_some() {
+                        self.release_vm(id).await;
+                    }
+                }
+                Destroyed | Unspecified => {}
+            }
+        }
+    }
+
+    /// Validates and stores a new zone, then starts launching it.
+    pub async fn create_zone(
+        self: &Arc<Self>,
+        spec: v1::ZoneSpec,
+    ) -> Result<(Uuid, String), DaemonError> {
+        let (total, _) = crate::host::memory();
+        let limits = Limits {
+            host_cpus: crate::host::cpus(),
+            host_memory_mib: total >> 20,
+            min_memory_mib: self.backend.as_ref().map_or(0, |b| b.min_memory_mib()),
+            default_vcpus: self.config.zones.default_vcpus,
+            default_memory_mib: self.config.zones.default_memory_mib,
+        };
+        let valid = validate::validate(&spec, &limits)?;
+        if self.backend.is_none() {
+            return Err(DaemonError::NoBackend(self.selection.reason.clone()));
+        }
+        if !spec.ports.is_empty() {
+            return Err(DaemonError::Unsupported(
+                "publishing ports needs zone networking (sporenet), which this spore build does not provide yet"
+                    .into(),
+            ));
+        }
+        let id = Uuid::new_v4();
+        let name = if spec.name.is_empty() {
+            format!("zone-{}", &id.simple().to_string()[..8])
+        } else {
+            spec.name.clone()
+        };
+        let backend = self.selection.kind;
+        let record = ZoneRecord::new(v1::Zone {
+            id: id.to_string(),
+            name: name.clone(),
+            spec: Some(spec),
+            status: Some(v1::ZoneStatus {
+                backend: backend as i32,
+                vcpus: valid.vcpus,
+                memory_mib: valid.memory_mib,
+                network: Some(v1::ZoneNetworkStatus {
+                    attached: false,
+                    detail: "zone networking (sporenet) is not available in this spore build yet"
+                        .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        });
+        self.zones
+            .insert(record, &format!("requested image {}", valid.reference))
+            .await?;
+        self.spawn_driver(id, Mode::Launch);
+        Ok((id, name))
+    }
+
+    /// Destroys a zone and waits until it is gone (or destroying it failed).
+    pub async fn destroy_zone(self: &Arc<Self>, id: Uuid) -> Result<(), DaemonError> {
+        if self.zones.get(id).is_none() {
+            return Err(ZoneError::NotFound(id.to_string()).into());
+        }
+        let mut done = {
+            let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+            match drivers.get(&id) {
+                Some(handle) => {
+                    handle.request_destroy();
+                    handle.done()
+                }
+                None => {
+                    let handle = driver::spawn(self.clone(), id, Mode::Destroy);
+                    let done = handle.done();
+                    drivers.insert(id, handle);
+                    done
+                }
+            }
+        };
+        // The driver is gone when this resolves (an error means it ended without saying so).
+        let _ = done.wait_for(|d| *d).await;
+        match self.zones.get(id) {
+            None => Ok(()),
+            Some(record) => Err(DaemonError::Unsupported(format!(
+                "zone {id} could not be destroyed: {}",
+                record.status().reason
+            ))),
+        }
+    }
+
+    pub(crate) fn spawn_driver(self: &Arc<Self>, id: Uuid, mode: Mode) {
+        let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
+        if drivers.contains_key(&id) {
+            return;
+        }
+        drivers.insert(id, driver::spawn(self.clone(), id, mode));
+    }
+
+    /// The zone's console hub (opened on first use, also for zones that already ended).
+    pub fn console(&self, id: Uuid) -> std::io::Result<Arc<ConsoleHub>> {
+        let mut consoles = self.consoles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hub) = consoles.get(&id) {
+            return Ok(hub.clone());
+        }
+        let dir = zone_dir(&self.config, id);
+        std::fs::create_dir_all(&dir)?;
+        let hub = ConsoleHub::open(&dir, self.config.zones.console_log_bytes)?;
+        if let Some(record) = self.zones.get(id) {
+            match (record.state(), record.status().exit) {
+                (v1::ZoneState::Exited, Some(exit)) => hub.end(Ending::Exited(exit)),
+                (v1::ZoneState::Failed, _) => hub.end(Ending::Gone(record.status().reason)),
+                _ => {}
+            }
+        }
+        consoles.insert(id, hub.clone());
+        Ok(hub)
+    }
+
+    pub(crate) fn forget_console(&self, id: Uuid) -> Option<Arc<ConsoleHub>> {
+        self.consoles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    }
+
+    /// Marks a zone FAILED (when its state allows) with `reason`.
+    pub(crate) async fn fail(&self, id: Uuid, reason: &str) {
+        let Some(record) = self.zones.get(id) else {
+            return;
+        };
+        if !state::can_transition(record.state(), v1::ZoneState::Failed) {
+            return;
+        }
+        if let Err(e) = self
+            .zones
+            .transition(id, v1::ZoneState::Failed, reason, |_| {})
+            .await
+        {
+            tracing::error!(zone = %id, "cannot record the failure ({reason}): {e}");
+        }
+        if let Some(hub) = self
+            .consoles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            hub.end(Ending::Gone(reason.to_string()));
+        }
+    }
+
+    /// Releases whatever VM the backend still holds for a zone (logged, not fatal).
+    pub(crate) async fn release_vm(&self, id: Uuid) {
+        if let Some(b) = &self.backend
+            && let Err(e) = b.destroy(id).await
+        {
+            tracing::error!(zone = %id, "releasing the VM failed: {}", chain(&e));
+        }
+    }
+}
+
+/// An error and its sources, `: `-joined.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    spore_oci::chain(e)
+}
+
+/// A receiver that resolves once a driver finished.
+pub type Done = watch::Receiver<bool>;

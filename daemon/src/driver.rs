@@ -1,0 +1,406 @@
+//! A zone's driver: one task per zone that moves it through its states.
+//!
+//! Launch: Preparing (image) -> Creating (config block, backend VM) -> Starting -> Running
+//! (the guest said Started) -> Exited (the guest's Exit) or Failed. Adopt: a re-started daemon
+//! picks up a running VM. Destroy: Stopping (SIGTERM through IDM, bounded wait) -> Destroying
+//! -> Destroyed. A destroy request can arrive at any time; the backend's `create` is never
+//! cancelled half-way, it is finished and then torn down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spore_api::v1::{self, ZoneState};
+use spore_idm::ExitStatus;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::console::{ConsoleHub, Ending};
+use crate::daemon::{Daemon, chain};
+use crate::idm::{GuestEvent, IdmLink};
+use crate::launch;
+
+/// What a new driver starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Launch,
+    Adopt,
+    Destroy,
+}
+
+/// The daemon's handle on a driver.
+pub struct DriverHandle {
+    destroy: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl DriverHandle {
+    pub fn request_destroy(&self) {
+        self.destroy.send_replace(true);
+    }
+
+    pub fn done(&self) -> watch::Receiver<bool> {
+        self.done.clone()
+    }
+}
+
+enum Next {
+    /// The zone has ended (exited or failed) and stays until destroyed.
+    Rest,
+    Destroy,
+}
+
+/// How long a guest gets after its workload's Exit to power off before the VM is torn down.
+const POWEROFF_GRACE: Duration = Duration::from_secs(10);
+
+pub fn spawn(daemon: Arc<Daemon>, id: Uuid, mode: Mode) -> DriverHandle {
+    let (destroy_tx, destroy_rx) = watch::channel(mode == Mode::Destroy);
+    let (done_tx, done_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut destroy = destroy_rx;
+        let mut next = match mode {
+            Mode::Launch => launch(&daemon, id, &mut destroy).await,
+            Mode::Adopt => supervise(&daemon, id, &mut destroy).await,
+            Mode::Destroy => Next::Destroy,
+        };
+        loop {
+            if let Next::Destroy = next {
+                destroy_zone(&daemon, id).await;
+            }
+            // A destroy requested while we were finishing must not be lost: check it under
+            // the lock that destroy_zone() takes to find this driver.
+            let mut drivers = daemon.drivers.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(next, Next::Rest) && *destroy.borrow() {
+                drop(drivers);
+                next = Next::Destroy;
+                continue;
+            }
+            drivers.remove(&id);
+            break;
+        }
+        done_tx.send_replace(true);
+    });
+    DriverHandle {
+        destroy: destroy_tx,
+        done: done_rx,
+    }
+}
+
+async fn requested(destroy: &mut watch::Receiver<bool>) {
+    // Resolves once destroy is true; never when the handle is gone without asking.
+    if destroy.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
+    let _permit = tokio::select! {
+        permit = daemon.launches.acquire() => permit.ok(),
+        _ = requested(destroy) => return Next::Destroy,
+    };
+    let Some(record) = daemon.zones.get(id) else {
+        return Next::Rest;
+    };
+    let spec = record.spec();
+    let reference = match spore_oci::Reference::parse(&spec.image) {
+        Ok(r) => r,
+        Err(e) => return failed(daemon, id, &format!("image {}: {e}", spec.image)).await,
+    };
+    if let Err(e) = daemon
+        .zones
+        .transition(
+            id,
+            ZoneState::Preparing,
+            format!("preparing image {reference}"),
+            |_| {},
+        )
+        .await
+    {
+        tracing::error!(zone = %id, "{e}");
+        return Next::Rest;
+    }
+    let format = daemon.images.default_format();
+    let image = tokio::select! {
+        image = daemon.images.ensure(&reference, format, spore_oci::NoProgress) => image,
+        _ = requested(destroy) => return Next::Destroy,
+    };
+    let image = match image {
+        Ok(image) => image,
+        Err(e) => {
+            return failed(daemon, id, &format!("image {reference}: {}", chain(&e))).await;
+        }
+    };
+    let digest = image.image.manifest_digest.to_string();
+    let record = match daemon
+        .zones
+        .transition(
+            id,
+            ZoneState::Creating,
+            format!("image {reference} ready ({digest})"),
+            |r| {
+                r.image_key = image.key();
+                r.root_image = image.image.path.display().to_string();
+                r.status_mut().image_digest = digest.clone();
+            },
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(zone = %id, "{e}");
+            return Next::Rest;
+        }
+    };
+    let dir = launch::zone_dir(&daemon.config, id);
+    let spec = match launch::prepare(&daemon.config, &record, &image, &dir) {
+        Ok(spec) => spec,
+        Err(e) => return failed(daemon, id, &chain(&e)).await,
+    };
+    let Some(backend) = daemon.backend.clone() else {
+        return failed(daemon, id, &daemon.selection.reason).await;
+    };
+    // Open the console log before the VM can print anything.
+    if let Err(e) = daemon.console(id) {
+        return failed(daemon, id, &format!("cannot open the console log: {e}")).await;
+    }
+    let domain = match backend.create(&spec).await {
+        Ok(domain) => domain,
+        Err(e) => return failed(daemon, id, &chain(&e)).await,
+    };
+    if let Err(e) = daemon
+        .zones
+        .transition(
+            id,
+            ZoneState::Starting,
+            format!("VM started ({})", domain.handle),
+            |r| {
+                r.status_mut().domain = domain.handle.clone();
+            },
+        )
+        .await
+    {
+        tracing::error!(zone = %id, "{e}");
+    }
+    supervise(daemon, id, destroy).await
+}
+
+/// Follows a zone whose VM runs: console, IDM, VM stop, destroy requests.
+async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
+    let Some(backend) = daemon.backend.clone() else {
+        return failed(daemon, id, &daemon.selection.reason).await;
+    };
+    let hub = match daemon.console(id) {
+        Ok(hub) => hub,
+        Err(e) => return failed(daemon, id, &format!("cannot open the console log: {e}")).await,
+    };
+    match backend.open_console(id).await {
+        Ok(stream) => {
+            tokio::spawn(hub.clone().pump(stream));
+        }
+        Err(e) => tracing::warn!(zone = %id, "console unavailable: {}", chain(&e)),
+    }
+    let (events_tx, events_rx) = mpsc::channel(16);
+    let idm = match backend.open_idm(id).await {
+        Ok(stream) => Some(IdmLink::spawn(id, stream, events_tx)),
+        Err(e) => {
+            tracing::warn!(zone = %id, "IDM channel unavailable: {}", chain(&e));
+            None
+        }
+    };
+    let mut events = Some(events_rx);
+    let mut fatal: Option<String> = None;
+    let stopped = backend.wait_stopped(id);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            event = recv(&mut events) => match event {
+                Some(GuestEvent::Started(started)) => {
+                    let guest_ms = started.workload_exec_ns.saturating_sub(started.init_start_ns) / 1_000_000;
+                    let reason = format!("workload started (pid {} in the guest, {guest_ms} ms after init)", started.workload_pid);
+                    if daemon.zones.get(id).is_some_and(|r| r.state() == ZoneState::Starting)
+                        && let Err(e) = daemon.zones.transition(id, ZoneState::Running, reason, |_| {}).await
+                    {
+                        tracing::error!(zone = %id, "{e}");
+                    }
+                }
+                Some(GuestEvent::Exit(status)) => {
+                    exited(daemon, id, status).await;
+                    let _ = tokio::time::timeout(POWEROFF_GRACE, &mut stopped).await;
+                    return ended(daemon, id, &hub).await;
+                }
+                Some(GuestEvent::Error { message, fatal: is_fatal }) => {
+                    tracing::warn!(zone = %id, "guest reports: {message}");
+                    if is_fatal {
+                        fatal = Some(message);
+                    }
+                }
+                Some(GuestEvent::Closed) | None => events = None,
+            },
+            stop = &mut stopped => {
+                let reason = match (fatal.take(), stop) {
+                    (Some(message), _) => format!("spore-init failed: {message}"),
+                    (None, Ok(stop)) => format!("the VM stopped before the workload reported an exit ({})", stop.detail),
+                    (None, Err(e)) => format!("lost track of the VM: {}", chain(&e)),
+                };
+                daemon.fail(id, &reason).await;
+                return ended(daemon, id, &hub).await;
+            }
+            _ = requested(destroy) => {
+                stop_workload(daemon, id, idm.as_ref(), &mut events, &mut stopped).await;
+                return Next::Destroy;
+            }
+        }
+    }
+}
+
+/// Asks the guest to end the workload (SIGTERM, then SIGKILL after the grace period) and
+/// waits a bounded time for its Exit, so a destroyed zone still records how it ended.
+async fn stop_workload(
+    daemon: &Arc<Daemon>,
+    id: Uuid,
+    idm: Option<&IdmLink>,
+    events: &mut Option<mpsc::Receiver<GuestEvent>>,
+    stopped: &mut (impl std::future::Future + Unpin),
+) {
+    let state = daemon.zones.get(id).map(|r| r.state());
+    let (Some(idm), Some(ZoneState::Starting | ZoneState::Running)) = (idm, state) else {
+        return;
+    };
+    let grace = Duration::from_secs(daemon.config.zones.stop_timeout_secs);
+    if let Err(e) = daemon
+        .zones
+        .transition(
+            id,
+            ZoneState::Stopping,
+            "destroy requested: stopping the workload",
+            |_| {},
+        )
+        .await
+    {
+        tracing::error!(zone = %id, "{e}");
+    }
+    if !idm.shutdown(grace).await {
+        return;
+    }
+    let deadline = tokio::time::sleep(grace + Duration::from_secs(2));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = recv(events) => match event {
+                Some(GuestEvent::Exit(status)) => {
+                    exited(daemon, id, status).await;
+                    return;
+                }
+                Some(GuestEvent::Closed) | None => *events = None,
+                Some(_) => {}
+            },
+            _ = &mut *stopped => return,
+            _ = &mut deadline => return,
+        }
+    }
+}
+
+async fn recv(events: &mut Option<mpsc::Receiver<GuestEvent>>) -> Option<GuestEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn exited(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) {
+    let (exit, reason) = match status {
+        ExitStatus::Code(code) => (
+            v1::exit_status::Status::Code(code),
+            format!("workload exited with code {code}"),
+        ),
+        ExitStatus::Signal { signal, .. } => (
+            v1::exit_status::Status::Signal(signal),
+            format!("workload was killed by signal {signal}"),
+        ),
+    };
+    if let Err(e) = daemon
+        .zones
+        .transition(id, ZoneState::Exited, reason, |r| {
+            r.status_mut().exit = Some(v1::ExitStatus { status: Some(exit) });
+        })
+        .await
+    {
+        tracing::error!(zone = %id, "{e}");
+    }
+}
+
+/// After the workload ended or the zone failed: release the VM, end the console streams,
+/// and remove the zone if it asked for that.
+async fn ended(daemon: &Arc<Daemon>, id: Uuid, hub: &Arc<ConsoleHub>) -> Next {
+    daemon.release_vm(id).await;
+    let Some(record) = daemon.zones.get(id) else {
+        return Next::Rest;
+    };
+    let status = record.status();
+    hub.end(match status.exit {
+        Some(exit) if record.state() == ZoneState::Exited => Ending::Exited(exit),
+        _ => Ending::Gone(status.reason.clone()),
+    });
+    if record.spec().auto_remove {
+        Next::Destroy
+    } else {
+        Next::Rest
+    }
+}
+
+async fn failed(daemon: &Arc<Daemon>, id: Uuid, reason: &str) -> Next {
+    tracing::warn!(zone = %id, "zone failed: {reason}");
+    daemon.fail(id, reason).await;
+    daemon.release_vm(id).await;
+    let auto_remove = daemon.zones.get(id).is_some_and(|r| r.spec().auto_remove);
+    if auto_remove {
+        Next::Destroy
+    } else {
+        Next::Rest
+    }
+}
+
+/// Tears a zone down completely: VM, files, console, reservation, record.
+async fn destroy_zone(daemon: &Arc<Daemon>, id: Uuid) {
+    let Some(record) = daemon.zones.get(id) else {
+        return;
+    };
+    if record.state() != ZoneState::Destroying
+        && let Err(e) = daemon
+            .zones
+            .transition(id, ZoneState::Destroying, "destroy requested", |_| {})
+            .await
+    {
+        tracing::error!(zone = %id, "{e}");
+        return;
+    }
+    if let Some(backend) = &daemon.backend
+        && let Err(e) = backend.destroy(id).await
+    {
+        let reason = format!("destroying the VM failed: {}", chain(&e));
+        tracing::error!(zone = %id, "{reason}");
+        if let Err(e) = daemon
+            .zones
+            .transition(id, ZoneState::Failed, reason, |_| {})
+            .await
+        {
+            tracing::error!(zone = %id, "{e}");
+        }
+        return;
+    }
+    if let Some(hub) = daemon.forget_console(id) {
+        hub.end(Ending::Gone("the zone was destroyed".into()));
+    }
+    let dir = launch::zone_dir(&daemon.config, id);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(zone = %id, "cannot remove {}: {e}", dir.display());
+    }
+    if let Err(e) = daemon
+        .zones
+        .transition(id, ZoneState::Destroyed, "destroyed", |_| {})
+        .await
+    {
+        tracing::error!(zone = %id, "{e}");
+    }
+}

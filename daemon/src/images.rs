@@ -1,0 +1,329 @@
+//! The image cache as the daemon sees it: `spore_oci::ImageStore` for the files, the state
+//! database for the records (references, when added, when last used), and ImageChanged events.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use spore_api::v1;
+use spore_oci::{
+    Digest, ImageFormat, ImageStore, ImportOptions, Platform, ProgressSink, PullOptions, Reference,
+    StoreOptions,
+};
+
+use crate::config::Config;
+use crate::store::{ImageRecord, StoreError};
+use crate::zones::{ZoneError, Zones, now};
+
+/// Why an image operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Oci(#[from] spore_oci::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    #[error("image {0} is not in the cache (pull or import it first)")]
+    NotFound(String),
+    #[error("{query:?} matches more than one image: {candidates}")]
+    Ambiguous { query: String, candidates: String },
+    #[error("image {image} is used by zone(s) {zones}: destroy them first")]
+    InUse { image: String, zones: String },
+}
+
+/// The daemon's image service.
+#[derive(Clone)]
+pub struct Images {
+    oci: ImageStore,
+    zones: Arc<Zones>,
+    default_format: ImageFormat,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Images {
+    /// Opens the cache under `<state_dir>/images` (cleaning what a crash left behind).
+    pub fn open(config: &Config, zones: Arc<Zones>) -> Result<Images, ImageError> {
+        let default_format = config.images_format().unwrap_or_default();
+        let mut options = StoreOptions {
+            format: default_format,
+            zstd_level: config.images.zstd_level as u32,
+            insecure_registries: config.images.insecure_registries.clone(),
+            max_parallel_downloads: config.images.max_parallel_downloads.max(1),
+            ..StoreOptions::default()
+        };
+        if let Some(path) = &config.images.docker_config {
+            options.docker_config = path.clone();
+        }
+        let oci = ImageStore::open(&config.state_dir.join("images"), options)?;
+        Ok(Images {
+            oci,
+            zones,
+            default_format,
+        })
+    }
+
+    pub fn default_format(&self) -> ImageFormat {
+        self.default_format
+    }
+
+    /// The image a zone boots: the cached record for `reference` when its root image is still
+    /// there, else a pull. Marks it used.
+    pub async fn ensure(
+        &self,
+        reference: &Reference,
+        format: ImageFormat,
+        progress: impl ProgressSink + 'static,
+    ) -> Result<ImageRecord, ImageError> {
+        let name = reference.to_string();
+        let cached = self
+            .zones
+            .store()
+            .run(move |s| s.image_by_reference(&name))
+            .await?;
+        if let Some(record) = cached
+            && record.image.format == format
+            && record.image.path.exists()
+        {
+            return self.touch(record).await;
+        }
+        let opts = PullOptions {
+            platform: None,
+            format: Some(format),
+            insecure: false,
+        };
+        self.pull(reference, &opts, progress).await
+    }
+
+    /// Pulls (always asking the registry for a tag's manifest) and records the image.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        opts: &PullOptions,
+        progress: impl ProgressSink + 'static,
+    ) -> Result<ImageRecord, ImageError> {
+        let packed = self.oci.pull(reference, opts, progress).await?;
+        self.record(packed).await
+    }
+
+    /// Imports an archive or layout directory and records the image.
+    pub async fn import(
+        &self,
+        path: &Path,
+        opts: &ImportOptions,
+        progress: impl ProgressSink + 'static,
+    ) -> Result<ImageRecord, ImageError> {
+        let packed = self.oci.import(path, opts, progress).await?;
+        self.record(packed).await
+    }
+
+    async fn record(&self, packed: spore_oci::PackedImage) -> Result<ImageRecord, ImageError> {
+        let key = crate::store::image_key(&packed.manifest_digest.to_string(), packed.format);
+        let existing = self.zones.store().run(move |s| s.image(&key)).await?;
+        let now = now_ms();
+        let is_new = existing.is_none();
+        let record = match existing {
+            Some(mut old) => {
+                for r in &packed.references {
+                    if !old.image.references.contains(r) {
+                        old.image.references.push(r.clone());
+                    }
+                }
+                old.image.path = packed.path;
+                old.image.size_bytes = packed.size_bytes;
+                old.last_used_ms = now;
+                old
+            }
+            None => ImageRecord {
+                image: packed,
+                created_at_ms: now,
+                last_used_ms: now,
+            },
+        };
+        let stored = record.clone();
+        self.zones
+            .store()
+            .run(move |s| s.put_image(&stored))
+            .await?;
+        if is_new {
+            self.event(v1::image_changed::Change::Added, &record)
+                .await?;
+        }
+        Ok(record)
+    }
+
+    async fn touch(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
+        record.last_used_ms = now_ms();
+        let stored = record.clone();
+        self.zones
+            .store()
+            .run(move |s| s.put_image(&stored))
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self.zones.store().run(|s| s.images()).await?)
+    }
+
+    /// A reference, a manifest digest, or a unique digest prefix (hex, at least 4 characters).
+    pub async fn find(&self, query: &str) -> Result<ImageRecord, ImageError> {
+        let images = self.list().await?;
+        let normalized = Reference::parse(query).ok().map(|r| r.to_string());
+        let by_ref: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|r| {
+                r.image
+                    .references
+                    .iter()
+                    .any(|x| x == query || Some(x) == normalized.as_ref())
+            })
+            .collect();
+        if let [one] = by_ref.as_slice() {
+            return Ok((*one).clone());
+        }
+        let hex = query.strip_prefix("sha256:").unwrap_or(query);
+        let by_digest: Vec<&ImageRecord> = if hex.len() >= 4 {
+            images
+                .iter()
+                .filter(|r| {
+                    r.image
+                        .manifest_digest
+                        .to_string()
+                        .trim_start_matches("sha256:")
+                        .starts_with(hex)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let found = if by_ref.is_empty() { by_digest } else { by_ref };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ImageError::NotFound(query.into())),
+            many => Err(ImageError::Ambiguous {
+                query: query.into(),
+                candidates: many.iter().map(|r| r.key()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+
+    /// Zones (names) that use the image with this key.
+    pub fn users(&self, key: &str) -> Vec<String> {
+        self.zones
+            .list()
+            .into_iter()
+            .filter(|z| z.image_key == key)
+            .map(|z| z.zone().name.clone())
+            .collect()
+    }
+
+    /// Removes one image (refused while a zone uses it); returns the bytes reclaimed.
+    pub async fn remove(&self, record: &ImageRecord) -> Result<u64, ImageError> {
+        let key = record.key();
+        let users = self.users(&key);
+        if !users.is_empty() {
+            return Err(ImageError::InUse {
+                image: record
+                    .image
+                    .references
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| record.image.manifest_digest.to_string()),
+                zones: users.join(", "),
+            });
+        }
+        let mut reclaimed = self
+            .oci
+            .remove(&record.image.manifest_digest, record.image.format)
+            .await?;
+        let k = key.clone();
+        self.zones.store().run(move |s| s.delete_image(&k)).await?;
+        reclaimed += self.collect_garbage().await?;
+        self.event(v1::image_changed::Change::Removed, record)
+            .await?;
+        Ok(reclaimed)
+    }
+
+    /// Removes every image no zone uses; returns what went and the bytes reclaimed.
+    pub async fn prune(&self) -> Result<(Vec<ImageRecord>, u64), ImageError> {
+        let mut removed = Vec::new();
+        let mut reclaimed = 0;
+        for record in self.list().await? {
+            if self.users(&record.key()).is_empty() {
+                reclaimed += self
+                    .oci
+                    .remove(&record.image.manifest_digest, record.image.format)
+                    .await?;
+                let k = record.key();
+                self.zones.store().run(move |s| s.delete_image(&k)).await?;
+                self.event(v1::image_changed::Change::Removed, &record)
+                    .await?;
+                removed.push(record);
+            }
+        }
+        reclaimed += self.collect_garbage().await?;
+        Ok((removed, reclaimed))
+    }
+
+    /// Deletes blobs that no recorded image references.
+    async fn collect_garbage(&self) -> Result<u64, ImageError> {
+        let mut keep: Vec<Digest> = Vec::new();
+        for record in self.list().await? {
+            keep.push(record.image.manifest_digest.clone());
+            if let Some(index) = &record.image.index_digest {
+                keep.push(index.clone());
+            }
+        }
+        Ok(self.oci.collect_garbage(&keep).await?.reclaimed_bytes)
+    }
+
+    async fn event(
+        &self,
+        change: v1::image_changed::Change,
+        record: &ImageRecord,
+    ) -> Result<(), ImageError> {
+        self.zones
+            .record_event(v1::Event {
+                sequence: 0,
+                time: Some(now()),
+                kind: Some(v1::event::Kind::ImageChanged(v1::ImageChanged {
+                    change: change as i32,
+                    manifest_digest: record.image.manifest_digest.to_string(),
+                    references: record.image.references.clone(),
+                })),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Parses the API's format field (unspecified: the daemon's default).
+pub fn format_from_api(format: v1::ImageFormat, default: ImageFormat) -> ImageFormat {
+    match format {
+        v1::ImageFormat::Squashfs => ImageFormat::Squashfs,
+        v1::ImageFormat::Erofs => ImageFormat::Erofs,
+        v1::ImageFormat::Unspecified => default,
+    }
+}
+
+pub fn format_to_api(format: ImageFormat) -> v1::ImageFormat {
+    match format {
+        ImageFormat::Squashfs => v1::ImageFormat::Squashfs,
+        ImageFormat::Erofs => v1::ImageFormat::Erofs,
+    }
+}
+
+/// Parses `os/arch[/variant]`.
+pub fn platform(s: &str) -> Result<Option<Platform>, spore_oci::Error> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Platform::parse(s)?))
+}
