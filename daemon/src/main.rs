@@ -11,9 +11,9 @@ use spored::config::{BackendChoice, Config, LogFormat};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Configuration file (every key optional).
-    #[arg(long, default_value = "/etc/spore/spored.toml")]
-    config: PathBuf,
+    /// Configuration file (every key optional) [default: /etc/spore/spored.toml, if present].
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Control socket (overrides `socket`).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -28,6 +28,8 @@ struct Args {
     log_format: Option<LogFormat>,
 }
 
+const DEFAULT_CONFIG: &str = "/etc/spore/spored.toml";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
@@ -40,8 +42,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let explicit = args.config != PathBuf::from("/etc/spore/spored.toml");
-    let mut config = Config::load(&args.config, explicit)?;
+    let mut config = match &args.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(std::path::Path::new(DEFAULT_CONFIG), false)?,
+    };
     if let Some(socket) = args.socket {
         config.socket = socket;
     }
