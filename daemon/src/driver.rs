@@ -236,6 +236,12 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
                 Some(GuestEvent::Closed) | None => events = None,
             },
             stop = &mut stopped => {
+                // The guest sends Exit and powers off at once: what is still in the IDM
+                // channel decides whether this was an exit or a failure.
+                if let Some(status) = drain_exit(&mut events, &mut fatal).await {
+                    exited(daemon, id, status).await;
+                    return ended(daemon, id, &hub).await;
+                }
                 let reason = match (fatal.take(), stop) {
                     (Some(message), _) => format!("spore-init failed: {message}"),
                     (None, Ok(stop)) => format!("the VM stopped before the workload reported an exit ({})", stop.detail),
@@ -295,6 +301,29 @@ async fn stop_workload(
             },
             _ = &mut *stopped => return,
             _ = &mut deadline => return,
+        }
+    }
+}
+
+/// How long the IDM channel may take to deliver what the guest sent before its VM stopped.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads the guest's remaining messages after its VM stopped, returning its Exit if it sent one.
+async fn drain_exit(
+    events: &mut Option<mpsc::Receiver<GuestEvent>>,
+    fatal: &mut Option<String>,
+) -> Option<ExitStatus> {
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    loop {
+        let rx = events.as_mut()?;
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(GuestEvent::Exit(status))) => return Some(status),
+            Ok(Some(GuestEvent::Error {
+                message,
+                fatal: true,
+            })) => *fatal = Some(message),
+            Ok(Some(GuestEvent::Started(_) | GuestEvent::Error { .. })) => {}
+            Ok(Some(GuestEvent::Closed) | None) | Err(_) => return None,
         }
     }
 }

@@ -1,0 +1,305 @@
+//! The daemon core driven through the zone state machine with a test double of the backend
+//! (tests only): launch, exit codes and signals, destroy while running, auto-remove, image
+//! failures, VM crashes, re-adoption and cleanup after a restart.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spore_api::v1::{self, ZoneState};
+use spored::daemon::DaemonError;
+use spored::store::ZoneRecord;
+use support::fake_backend::FakeBackend;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    daemon: Arc<spored::daemon::Daemon>,
+    backend: Arc<FakeBackend>,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config(dir.path());
+    let backend = Arc::new(FakeBackend::default());
+    let daemon = support::core(config, backend.clone()).await;
+    let layout = support::demo_image(dir.path(), "demo");
+    let opts = spore_oci::ImportOptions {
+        reference: Some(spore_oci::Reference::parse("demo").unwrap()),
+        ..Default::default()
+    };
+    daemon
+        .images
+        .import(&layout, &opts, spore_oci::NoProgress)
+        .await
+        .unwrap();
+    Setup {
+        _dir: dir,
+        daemon,
+        backend,
+    }
+}
+
+fn spec(cmd: &[&str]) -> v1::ZoneSpec {
+    v1::ZoneSpec {
+        image: "demo".into(),
+        cmd: Some(v1::StringList {
+            values: cmd.iter().map(|s| s.to_string()).collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn state(s: &Setup, id: Uuid) -> Option<ZoneState> {
+    s.daemon.zones.get(id).map(|r| r.state())
+}
+
+async fn wait_state(s: &Setup, id: Uuid, want: ZoneState) -> ZoneRecord {
+    support::until(&format!("zone {id} to be {want:?}"), WAIT, || {
+        state(s, id) == Some(want)
+    })
+    .await;
+    s.daemon.zones.get(id).unwrap()
+}
+
+fn history(record: &ZoneRecord) -> Vec<ZoneState> {
+    record.status().history.iter().map(|t| t.to()).collect()
+}
+
+#[tokio::test]
+async fn launched_zone_runs_and_exit_code_is_recorded() {
+    let s = setup().await;
+    let mut events = s.daemon.zones.bus().subscribe();
+    let (id, name) = s.daemon.create_zone(spec(&["exit", "7"])).await.unwrap();
+    assert!(name.starts_with("zone-"), "{name}");
+    let record = wait_state(&s, id, ZoneState::Exited).await;
+    use ZoneState::*;
+    assert_eq!(
+        history(&record),
+        vec![Pending, Preparing, Creating, Starting, Running, Exited]
+    );
+    let status = record.status();
+    assert_eq!(
+        status.exit,
+        Some(v1::ExitStatus {
+            status: Some(v1::exit_status::Status::Code(7))
+        })
+    );
+    assert_eq!(status.reason, "workload exited with code 7");
+    assert!(status.image_digest.starts_with("sha256:"));
+    assert_eq!(status.domain, "fake vm");
+    // Every transition was published, in order, with increasing sequences.
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let e = events.next().await.unwrap().unwrap();
+        if let Some(v1::event::Kind::ZoneStateChanged(c)) = &e.kind {
+            seen.push((e.sequence, c.transition.as_ref().unwrap().to()));
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(seen.last().unwrap().1, Exited);
+    // The VM was released once the workload ended; the console log kept its output.
+    support::until("VM release", WAIT, || {
+        s.backend.destroyed.lock().unwrap().contains(&id)
+    })
+    .await;
+    let log = s.daemon.console(id).unwrap().read_log();
+    assert_eq!(String::from_utf8_lossy(&log), "running exit 7\nbye\n");
+}
+
+#[tokio::test]
+async fn signal_death_is_reported_as_a_signal() {
+    let s = setup().await;
+    let (id, _) = s.daemon.create_zone(spec(&["signal", "9"])).await.unwrap();
+    let record = wait_state(&s, id, ZoneState::Exited).await;
+    assert_eq!(
+        record.status().exit.unwrap().status,
+        Some(v1::exit_status::Status::Signal(9))
+    );
+    assert_eq!(record.status().reason, "workload was killed by signal 9");
+}
+
+#[tokio::test]
+async fn destroy_while_running_stops_the_workload_and_removes_everything() {
+    let s = setup().await;
+    let (id, _) = s.daemon.create_zone(spec(&["sleep"])).await.unwrap();
+    wait_state(&s, id, ZoneState::Running).await;
+    let zone_dir = s.daemon.config.state_dir.join("zones").join(id.to_string());
+    assert!(zone_dir.join("config.blk").exists());
+    let mut events = s.daemon.zones.bus().subscribe();
+    s.daemon.destroy_zone(id).await.unwrap();
+    assert!(s.daemon.zones.get(id).is_none());
+    assert!(!s.backend.has_vm(id));
+    assert!(!zone_dir.exists(), "{} left behind", zone_dir.display());
+    assert!(s.daemon.zones.store().load_zones().unwrap().is_empty());
+    let mut states = Vec::new();
+    while states.last() != Some(&ZoneState::Destroyed) {
+        if let Some(v1::event::Kind::ZoneStateChanged(c)) =
+            events.next().await.unwrap().unwrap().kind.clone()
+        {
+            states.push(c.transition.unwrap().to());
+        }
+    }
+    use ZoneState::*;
+    assert_eq!(states, vec![Stopping, Exited, Destroying, Destroyed]);
+    // Destroying it again: it is gone.
+    let err = s.daemon.destroy_zone(id).await.unwrap_err();
+    assert!(matches!(err, DaemonError::Zone(_)), "{err}");
+}
+
+#[tokio::test]
+async fn auto_remove_deletes_the_zone_after_exit() {
+    let s = setup().await;
+    let mut spec = spec(&["exit", "0"]);
+    spec.auto_remove = true;
+    let (id, _) = s.daemon.create_zone(spec).await.unwrap();
+    support::until("auto-removal", WAIT, || state(&s, id).is_none()).await;
+    assert!(
+        !s.daemon
+            .config
+            .state_dir
+            .join("zones")
+            .join(id.to_string())
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn missing_image_fails_with_the_image_named_and_leaks_nothing() {
+    let s = setup().await;
+    let mut spec = spec(&["exit", "0"]);
+    spec.image = "127.0.0.1:1/nope/missing:1".into();
+    let (id, _) = s.daemon.create_zone(spec).await.unwrap();
+    let record = wait_state(&s, id, ZoneState::Failed).await;
+    let reason = record.status().reason;
+    assert!(reason.contains("127.0.0.1:1/nope/missing:1"), "{reason}");
+    assert!(s.backend.created.lock().unwrap().is_empty());
+    s.daemon.destroy_zone(id).await.unwrap();
+    assert!(
+        !s.daemon
+            .config
+            .state_dir
+            .join("zones")
+            .join(id.to_string())
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn vm_that_stops_without_an_exit_fails_the_zone() {
+    let s = setup().await;
+    let (id, _) = s.daemon.create_zone(spec(&["crash"])).await.unwrap();
+    let record = wait_state(&s, id, ZoneState::Failed).await;
+    assert!(
+        record
+            .status()
+            .reason
+            .contains("stopped before the workload reported an exit"),
+        "{}",
+        record.status().reason
+    );
+    let (id, _) = s
+        .daemon
+        .create_zone(spec(&["fail", "no such executable"]))
+        .await
+        .unwrap();
+    let record = wait_state(&s, id, ZoneState::Failed).await;
+    assert_eq!(
+        record.status().reason,
+        "spore-init failed: no such executable"
+    );
+}
+
+#[tokio::test]
+async fn backend_create_failure_fails_the_zone_with_its_message() {
+    let s = setup().await;
+    s.backend
+        .fail_create
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (id, _) = s.daemon.create_zone(spec(&["exit", "0"])).await.unwrap();
+    let record = wait_state(&s, id, ZoneState::Failed).await;
+    assert!(record.status().reason.contains("refuses to create VMs"));
+}
+
+#[tokio::test]
+async fn five_zones_at_once() {
+    let s = setup().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut spec = spec(&["exit", &i.to_string()]);
+        spec.name = format!("five-{i}");
+        ids.push(s.daemon.create_zone(spec).await.unwrap().0);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let record = wait_state(&s, *id, ZoneState::Exited).await;
+        assert_eq!(
+            record.status().exit.unwrap().status,
+            Some(v1::exit_status::Status::Code(i as i32))
+        );
+    }
+    let mut dup = spec(&["exit", "0"]);
+    dup.name = "five-0".into();
+    let err = s.daemon.create_zone(dup).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the name \"five-0\" is already used by another zone"
+    );
+}
+
+#[tokio::test]
+async fn restart_readopts_running_zones_and_fails_half_built_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::config(dir.path());
+    let backend = Arc::new(FakeBackend::default());
+    // State as a previous daemon left it: one zone running, one caught in Creating, one whose
+    // VM vanished, and a VM nobody owns.
+    let running = Uuid::new_v4();
+    let half_built = Uuid::new_v4();
+    let vanished = Uuid::new_v4();
+    let orphan = Uuid::new_v4();
+    {
+        let store = spored::store::Store::open(&config.state_dir.join("state.db"), 100).unwrap();
+        for (id, state) in [
+            (running, ZoneState::Running),
+            (half_built, ZoneState::Creating),
+            (vanished, ZoneState::Running),
+        ] {
+            let record = ZoneRecord::new(v1::Zone {
+                id: id.to_string(),
+                name: format!("z-{}", &id.to_string()[..8]),
+                spec: Some(spec(&["sleep"])),
+                status: Some(v1::ZoneStatus {
+                    state: state as i32,
+                    ..Default::default()
+                }),
+            });
+            store
+                .commit(spored::store::ZoneWrite {
+                    put: Some(record),
+                    ..Default::default()
+                })
+                .unwrap();
+        }
+    }
+    backend.boot(running, vec!["sleep".into()]);
+    backend.boot(orphan, vec!["sleep".into()]);
+    let daemon = support::core(config, backend.clone()).await;
+    let get = |id| daemon.zones.get(id).unwrap();
+    assert_eq!(get(running).state(), ZoneState::Running);
+    assert_eq!(get(half_built).state(), ZoneState::Failed);
+    assert!(get(half_built).status().reason.contains("spored restarted"));
+    assert_eq!(get(vanished).state(), ZoneState::Failed);
+    assert!(
+        get(vanished)
+            .status()
+            .reason
+            .contains("exit status is unknown")
+    );
+    assert!(!backend.has_vm(orphan), "an unowned VM was left running");
+    // The re-adopted zone is still supervised: its exit is recorded.
+    daemon.destroy_zone(running).await.unwrap();
+    assert!(daemon.zones.get(running).is_none());
+}

@@ -1,0 +1,226 @@
+//! A test double of the backend (tests only, never selectable by a user): each "VM" is a task
+//! that plays spore-init's part over in-memory console and IDM streams. What it does comes from
+//! the zone's command in the config block:
+//! - `exit N`: Started, a console line, Exit code N, power off;
+//! - `signal N`: Started, Exit signal N, power off;
+//! - `sleep`: Started, then waits for Shutdown and exits by SIGTERM;
+//! - `crash`: Started, then the VM stops without an Exit;
+//! - `fail MSG`: a fatal Error, then the VM stops.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use spore_idm::proto::{self, idm_packet::Body};
+use spore_idm::{IdmCodec, IdmPacket};
+use spore_runtime::{
+    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Result, StopReason,
+};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+struct Vm {
+    console: mpsc::Sender<DuplexStream>,
+    idm: mpsc::Sender<DuplexStream>,
+    stopped: watch::Receiver<Option<DomainStop>>,
+    stop: watch::Sender<Option<DomainStop>>,
+}
+
+#[derive(Default)]
+pub struct FakeBackend {
+    vms: Mutex<HashMap<Uuid, Vm>>,
+    pub created: Mutex<Vec<Uuid>>,
+    pub destroyed: Mutex<Vec<Uuid>>,
+    pub fail_create: AtomicBool,
+}
+
+impl FakeBackend {
+    pub fn has_vm(&self, id: Uuid) -> bool {
+        self.vms.lock().unwrap().contains_key(&id)
+    }
+
+    /// Starts a VM for `id` running `command` without the daemon (for re-adoption tests).
+    pub fn boot(&self, id: Uuid, command: Vec<String>) {
+        let (console_tx, console_rx) = mpsc::channel(4);
+        let (idm_tx, idm_rx) = mpsc::channel(4);
+        let (stop, stopped) = watch::channel(None);
+        tokio::spawn(guest(command, console_rx, idm_rx, stop.clone()));
+        self.vms.lock().unwrap().insert(
+            id,
+            Vm {
+                console: console_tx,
+                idm: idm_tx,
+                stopped,
+                stop,
+            },
+        );
+    }
+
+    fn vm<T>(&self, id: Uuid, f: impl FnOnce(&Vm) -> T) -> Result<T> {
+        self.vms
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(f)
+            .ok_or(Error::NoSuchZone(id))
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+
+    fn min_memory_mib(&self) -> u64 {
+        64
+    }
+
+    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
+        if self.fail_create.load(Ordering::SeqCst) {
+            return Err(Error::Launch {
+                zone: spec.zone_id,
+                detail: "the test double refuses to create VMs".into(),
+            });
+        }
+        let block = std::fs::read(&spec.config_block).map_err(|e| Error::io("read config", e))?;
+        let launch = spore_idm::config_block::decode(&block).map_err(|e| Error::Launch {
+            zone: spec.zone_id,
+            detail: e.to_string(),
+        })?;
+        let command = launch.overrides.cmd.unwrap_or_default();
+        self.boot(spec.zone_id, command);
+        self.created.lock().unwrap().push(spec.zone_id);
+        Ok(DomainInfo {
+            zone_id: spec.zone_id,
+            handle: "fake vm".into(),
+            running: true,
+        })
+    }
+
+    async fn destroy(&self, zone_id: Uuid) -> Result<()> {
+        if let Some(vm) = self.vms.lock().unwrap().remove(&zone_id) {
+            vm.stop.send_replace(Some(DomainStop {
+                reason: StopReason::Killed,
+                detail: "destroyed".into(),
+            }));
+        }
+        self.destroyed.lock().unwrap().push(zone_id);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<DomainInfo>> {
+        Ok(self
+            .vms
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, vm)| DomainInfo {
+                zone_id: *id,
+                handle: "fake vm".into(),
+                running: vm.stopped.borrow().is_none(),
+            })
+            .collect())
+    }
+
+    async fn open_console(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>> {
+        let tx = self.vm(zone_id, |vm| vm.console.clone())?;
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        let _ = tx.send(guest).await;
+        Ok(Box::new(host))
+    }
+
+    async fn open_idm(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>> {
+        let tx = self.vm(zone_id, |vm| vm.idm.clone())?;
+        let (host, guest) = tokio::io::duplex(64 * 1024);
+        let _ = tx.send(guest).await;
+        Ok(Box::new(host))
+    }
+
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
+        let mut stopped = self.vm(zone_id, |vm| vm.stopped.clone())?;
+        let stop = stopped
+            .wait_for(|s| s.is_some())
+            .await
+            .map_err(|_| Error::NoSuchZone(zone_id))?;
+        Ok(stop.clone().unwrap())
+    }
+}
+
+/// Plays spore-init. Connections (re)arrive through the channels, as after a daemon restart.
+async fn guest(
+    command: Vec<String>,
+    mut consoles: mpsc::Receiver<DuplexStream>,
+    mut idms: mpsc::Receiver<DuplexStream>,
+    stop: watch::Sender<Option<DomainStop>>,
+) {
+    let mut console = consoles.recv().await;
+    let Some(idm) = idms.recv().await else { return };
+    let mut idm = Framed::new(idm, IdmCodec::new());
+    let args: Vec<&str> = command.iter().map(String::as_str).collect();
+    let poweroff = |reason| {
+        stop.send_replace(Some(DomainStop {
+            reason,
+            detail: "guest powered off".into(),
+        }));
+    };
+    if let ["fail", message] = args.as_slice() {
+        let _ = idm
+            .send(IdmPacket::event(Body::Error(proto::Error {
+                message: message.to_string(),
+                fatal: true,
+            })))
+            .await;
+        poweroff(StopReason::Poweroff);
+        return;
+    }
+    let _ = idm
+        .send(IdmPacket::event(Body::Started(proto::Started {
+            workload_pid: 2,
+            ..Default::default()
+        })))
+        .await;
+    if let Some(c) = console.as_mut() {
+        let _ = c
+            .write_all(format!("running {}\n", command.join(" ")).as_bytes())
+            .await;
+    }
+    let exit = match args.as_slice() {
+        ["exit", code] => proto::exit::Status::Code(code.parse().unwrap()),
+        ["signal", n] => proto::exit::Status::Signal(n.parse().unwrap()),
+        ["crash"] => {
+            poweroff(StopReason::Crash);
+            return;
+        }
+        _ => loop {
+            // "sleep": until Shutdown; a reconnecting host replaces the IDM stream.
+            tokio::select! {
+                packet = idm.next() => match packet {
+                    Some(Ok(Ok(p))) if matches!(p.body, Some(Body::Shutdown(_))) => {
+                        break proto::exit::Status::Signal(15);
+                    }
+                    Some(_) => {}
+                    None => match idms.recv().await {
+                        Some(next) => idm = Framed::new(next, IdmCodec::new()),
+                        None => return,
+                    },
+                },
+                Some(next) = consoles.recv() => console = Some(next),
+            }
+        },
+    };
+    if let Some(c) = console.as_mut() {
+        let _ = c.write_all(b"bye\n").await;
+    }
+    let _ = idm
+        .send(IdmPacket::event(Body::Exit(proto::Exit {
+            status: Some(exit),
+            core_dumped: false,
+        })))
+        .await;
+    poweroff(StopReason::Poweroff);
+}
