@@ -208,27 +208,31 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
     };
     let mut events = Some(events_rx);
     let mut fatal: Option<String> = None;
+    let mut guest_errors = 0u64;
     let stopped = backend.wait_stopped(id);
     tokio::pin!(stopped);
     loop {
         tokio::select! {
+            // A destroy request first (a chatty guest cannot starve it), then what the guest
+            // said (it said it before its VM stopped), then the VM's stop.
+            biased;
+            _ = requested(destroy) => {
+                stop_workload(daemon, id, idm.as_ref(), &mut events, &mut stopped).await;
+                return Next::Destroy;
+            }
             event = recv(&mut events) => match event {
-                Some(GuestEvent::Started(started)) => {
-                    let guest_ms = started.workload_exec_ns.saturating_sub(started.init_start_ns) / 1_000_000;
-                    let reason = format!("workload started (pid {} in the guest, {guest_ms} ms after init)", started.workload_pid);
-                    if daemon.zones.get(id).is_some_and(|r| r.state() == ZoneState::Starting)
-                        && let Err(e) = daemon.zones.transition(id, ZoneState::Running, reason, |_| {}).await
-                    {
-                        tracing::error!(zone = %id, "{e}");
-                    }
-                }
+                Some(GuestEvent::Started(info)) => started(daemon, id, &info).await,
                 Some(GuestEvent::Exit(status)) => {
                     exited(daemon, id, status).await;
                     let _ = tokio::time::timeout(POWEROFF_GRACE, &mut stopped).await;
                     return ended(daemon, id, &hub).await;
                 }
                 Some(GuestEvent::Error { message, fatal: is_fatal }) => {
-                    tracing::warn!(zone = %id, "guest reports: {message}");
+                    guest_errors += 1;
+                    // The guest controls how many it sends: log the first few, then a sample.
+                    if guest_errors <= 20 || guest_errors.is_multiple_of(1000) {
+                        tracing::warn!(zone = %id, count = guest_errors, "guest reports: {message}");
+                    }
                     if is_fatal {
                         fatal = Some(message);
                     }
@@ -238,7 +242,7 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
             stop = &mut stopped => {
                 // The guest sends Exit and powers off at once: what is still in the IDM
                 // channel decides whether this was an exit or a failure.
-                if let Some(status) = drain_exit(&mut events, &mut fatal).await {
+                if let Some(status) = drain_exit(daemon, id, &mut events, &mut fatal).await {
                     exited(daemon, id, status).await;
                     return ended(daemon, id, &hub).await;
                 }
@@ -249,10 +253,6 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
                 };
                 daemon.fail(id, &reason).await;
                 return ended(daemon, id, &hub).await;
-            }
-            _ = requested(destroy) => {
-                stop_workload(daemon, id, idm.as_ref(), &mut events, &mut stopped).await;
-                return Next::Destroy;
             }
         }
     }
@@ -291,6 +291,9 @@ async fn stop_workload(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
+            // The deadline holds however much the guest sends; its messages precede its stop.
+            biased;
+            _ = &mut deadline => return,
             event = recv(events) => match event {
                 Some(GuestEvent::Exit(status)) => {
                     exited(daemon, id, status).await;
@@ -299,8 +302,13 @@ async fn stop_workload(
                 Some(GuestEvent::Closed) | None => *events = None,
                 Some(_) => {}
             },
-            _ = &mut *stopped => return,
-            _ = &mut deadline => return,
+            _ = &mut *stopped => {
+                let mut fatal = None;
+                if let Some(status) = drain_exit(daemon, id, events, &mut fatal).await {
+                    exited(daemon, id, status).await;
+                }
+                return;
+            }
         }
     }
 }
@@ -310,6 +318,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the guest's remaining messages after its VM stopped, returning its Exit if it sent one.
 async fn drain_exit(
+    daemon: &Arc<Daemon>,
+    id: Uuid,
     events: &mut Option<mpsc::Receiver<GuestEvent>>,
     fatal: &mut Option<String>,
 ) -> Option<ExitStatus> {
@@ -322,9 +332,30 @@ async fn drain_exit(
                 message,
                 fatal: true,
             })) => *fatal = Some(message),
-            Ok(Some(GuestEvent::Started(_) | GuestEvent::Error { .. })) => {}
+            Ok(Some(GuestEvent::Started(info))) => started(daemon, id, &info).await,
+            Ok(Some(GuestEvent::Error { .. })) => {}
             Ok(Some(GuestEvent::Closed) | None) | Err(_) => return None,
         }
+    }
+}
+
+/// The guest started the workload: Starting -> Running.
+async fn started(daemon: &Arc<Daemon>, id: Uuid, info: &spore_idm::proto::Started) {
+    let guest_ms = info.workload_exec_ns.saturating_sub(info.init_start_ns) / 1_000_000;
+    let reason = format!(
+        "workload started (pid {} in the guest, {guest_ms} ms after init)",
+        info.workload_pid
+    );
+    if daemon
+        .zones
+        .get(id)
+        .is_some_and(|r| r.state() == ZoneState::Starting)
+        && let Err(e) = daemon
+            .zones
+            .transition(id, ZoneState::Running, reason, |_| {})
+            .await
+    {
+        tracing::error!(zone = %id, "{e}");
     }
 }
 

@@ -15,6 +15,7 @@ pub mod host;
 pub mod idm;
 pub mod images;
 pub mod launch;
+pub mod limits;
 pub mod server;
 pub mod state;
 pub mod store;

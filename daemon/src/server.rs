@@ -117,29 +117,50 @@ pub async fn run(config: Config) -> Result<()> {
         .build_v1()
         .context("cannot build the reflection service")?;
     let control = ControlServer::new(ControlService::new(daemon, shutdown_rx))
-        // Above the API's limit so oversized fields get INVALID_ARGUMENT naming them.
-        .max_decoding_message_size(4 * spore_api::MAX_MESSAGE_BYTES)
+        // Per-field limits sit well below this; crate::limits words a refusal above it.
+        .max_decoding_message_size(spore_api::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(spore_api::MAX_MESSAGE_BYTES);
     tracing::info!(
         "spored {} listening on {}",
         env!("CARGO_PKG_VERSION"),
         socket.display()
     );
-    Server::builder()
-        .layer(InterceptorLayer::new(auth::check))
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(control)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down: no new calls; running zones are left alone");
-            shutdown_tx.send_replace(true);
-        })
-        .await
-        .context("the gRPC server failed")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Server::builder()
+            .layer(InterceptorLayer::new(auth::check))
+            .layer(crate::limits::OversizeLayer)
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(control)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                let _ = stop_rx.await;
+            }),
+    );
+    wait_for_signal().await;
+    tracing::info!(
+        "shutting down: no new calls, in-flight calls get {}s to finish; running zones are left alone",
+        SHUTDOWN_GRACE.as_secs()
+    );
+    // Streams (events, consoles, logs) end with UNAVAILABLE; unary calls finish.
+    shutdown_tx.send_replace(true);
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(result)) => result.context("the gRPC server failed")?,
+        Ok(Err(e)) => bail!("the gRPC server task failed: {e}"),
+        Err(_) => tracing::warn!(
+            "calls still in flight after {}s (or clients that do not close their connections); stopping anyway",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long in-flight calls may run after SIGTERM before spored exits anyway. Every state
+/// change is already durable when its call returns, so cutting a call short loses nothing
+/// acknowledged.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

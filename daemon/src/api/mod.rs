@@ -182,7 +182,9 @@ impl Control for ControlService {
             .filter(|r| request.name.is_empty() || r.zone().name == request.name)
             .filter_map(|r| r.zone)
             .collect();
-        Ok(Response::new(v1::ListZonesResponse { zones }))
+        let reply = v1::ListZonesResponse { zones };
+        crate::limits::check_reply(&reply, "list fewer zones at once (filter by state or name)")?;
+        Ok(Response::new(reply))
     }
 
     async fn resolve_zone(
