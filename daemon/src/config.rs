@@ -1,7 +1,6 @@
 //! spored's configuration: `/etc/spore/spored.toml`, every key optional with a default;
 //! command-line flags override the file.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -196,6 +195,8 @@ pub enum ConfigError {
     },
     #[error("config key {key}: {detail}")]
     Invalid { key: &'static str, detail: String },
+    #[error("config key {0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 impl Config {
@@ -258,18 +259,15 @@ impl Config {
                 format!("{:?} is not auto, kvm or tcg", self.qemu.accel),
             );
         }
-        parse_subnet::<Ipv4Addr>(&self.network.ipv4_subnet, 32).map_err(|detail| {
-            ConfigError::Invalid {
-                key: "network.ipv4_subnet",
-                detail,
+        crate::network::AddressPlan::from_config(&self.network)?;
+        for ns in &self.network.nameservers {
+            if ns.parse::<std::net::IpAddr>().is_err() {
+                return invalid(
+                    "network.nameservers",
+                    format!("{ns:?} is not an IP address"),
+                );
             }
-        })?;
-        parse_subnet::<Ipv6Addr>(&self.network.ipv6_subnet, 128).map_err(|detail| {
-            ConfigError::Invalid {
-                key: "network.ipv6_subnet",
-                detail,
-            }
-        })?;
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use crate::console::{ConsoleHub, Ending};
 use crate::driver::{self, DriverHandle, Mode};
 use crate::images::Images;
 use crate::launch::zone_dir;
+use crate::network::{AddressPlan, NetworkError};
 use crate::state;
 use crate::store::ZoneRecord;
 use crate::validate::{self, FieldError, Limits};
@@ -50,6 +51,8 @@ pub struct Daemon {
     consoles: Mutex<HashMap<Uuid, Arc<ConsoleHub>>>,
     pub(crate) drivers: Mutex<HashMap<Uuid, DriverHandle>>,
     pub(crate) launches: Semaphore,
+    /// Where zone addresses come from (an invalid plan fails creations, not the daemon).
+    addresses: Result<AddressPlan, NetworkError>,
 }
 
 impl Daemon {
@@ -61,6 +64,7 @@ impl Daemon {
         selection: Selection,
     ) -> Arc<Daemon> {
         let launches = Semaphore::new(config.zones.max_parallel_launches);
+        let addresses = AddressPlan::from_config(&config.network);
         Arc::new(Daemon {
             config,
             zones,
@@ -70,6 +74,7 @@ impl Daemon {
             consoles: Mutex::new(HashMap::new()),
             drivers: Mutex::new(HashMap::new()),
             launches,
+            addresses,
         })
     }
 
@@ -155,7 +160,13 @@ impl Daemon {
             spec.name.clone()
         };
         let backend = self.selection.kind;
-        let record = ZoneRecord::new(v1::Zone {
+        let addresses = match (&self.addresses, spec.network_disabled) {
+            (_, true) => None,
+            (Ok(plan), false) => Some(*plan),
+            (Err(e), false) => return Err(ZoneError::Network(e.clone()).into()),
+        };
+        let network_disabled = spec.network_disabled;
+        let mut record = ZoneRecord::new(v1::Zone {
             id: id.to_string(),
             name: name.clone(),
             spec: Some(spec),
@@ -163,17 +174,24 @@ impl Daemon {
                 backend: backend as i32,
                 vcpus: valid.vcpus,
                 memory_mib: valid.memory_mib,
-                network: Some(v1::ZoneNetworkStatus {
-                    attached: false,
-                    detail: "zone networking (sporenet) is not available in this spore build yet"
-                        .into(),
-                    ..Default::default()
-                }),
                 ..Default::default()
             }),
         });
+        record.max_vcpus = valid.vcpus;
+        record.max_memory_mib = valid.memory_mib;
+        if network_disabled {
+            record.status_mut().network = Some(v1::ZoneNetworkStatus {
+                attached: false,
+                detail: "networking disabled in the zone's spec".into(),
+                ..Default::default()
+            });
+        }
         self.zones
-            .insert(record, &format!("requested image {}", valid.reference))
+            .insert(
+                record,
+                &format!("requested image {}", valid.reference),
+                addresses.as_ref(),
+            )
             .await?;
         self.spawn_driver(id, Mode::Launch);
         Ok((id, name))

@@ -16,6 +16,7 @@ pub mod idm;
 pub mod images;
 pub mod launch;
 pub mod limits;
+pub mod network;
 pub mod server;
 pub mod state;
 pub mod store;

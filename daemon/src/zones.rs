@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::events::EventBus;
+use crate::network::AddressPlan;
 use crate::state::{self, can_transition};
 use crate::store::{Reservation, Store, StoreError, ZoneRecord, ZoneWrite};
 
@@ -34,6 +35,8 @@ pub enum ZoneError {
     NameTaken(String),
     #[error("{0:?} matches more than one zone: {1}")]
     Ambiguous(String, String),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -131,13 +134,34 @@ impl Zones {
         self.read().values().any(|r| r.zone().name == name)
     }
 
-    /// Stores a new zone in PENDING; the name must be free.
-    pub async fn insert(&self, mut record: ZoneRecord, reason: &str) -> Result<(), ZoneError> {
+    /// Stores a new zone in PENDING; the name must be free. With an address plan, the zone's
+    /// addresses are reserved in the same commit (every reservation is made here, under the
+    /// write lock, so two zones never get the same one).
+    pub async fn insert(
+        &self,
+        mut record: ZoneRecord,
+        reason: &str,
+        addresses: Option<&AddressPlan>,
+    ) -> Result<(), ZoneError> {
         let _guard = self.write.lock().await;
         let name = record.zone().name.clone();
         if self.name_taken(&name) {
             return Err(ZoneError::NameTaken(name));
         }
+        let reserve = match addresses {
+            Some(plan) => {
+                let taken = self.store.run(|s| s.reservations()).await?;
+                let reservation = plan.allocate(
+                    record.uuid(),
+                    taken.iter().filter_map(|r| r.reservation.as_ref()),
+                )?;
+                record.status_mut().network = Some(crate::network::status(&reservation));
+                Some(Reservation {
+                    reservation: Some(reservation),
+                })
+            }
+            None => None,
+        };
         let at = now();
         let transition = v1::StateTransition {
             from: ZoneState::Unspecified as i32,
@@ -156,6 +180,7 @@ impl Zones {
         self.commit(ZoneWrite {
             put: Some(record.clone()),
             events: vec![event],
+            reserve,
             ..Default::default()
         })
         .await?;
@@ -234,16 +259,6 @@ impl Zones {
         id: Uuid,
         update: impl FnOnce(&mut ZoneRecord),
     ) -> Result<ZoneRecord, ZoneError> {
-        self.update_with(id, None, update).await
-    }
-
-    /// Like [`Zones::update`], also storing a network reservation in the same commit.
-    pub async fn update_with(
-        &self,
-        id: Uuid,
-        reserve: Option<Reservation>,
-        update: impl FnOnce(&mut ZoneRecord),
-    ) -> Result<ZoneRecord, ZoneError> {
         let _guard = self.write.lock().await;
         let mut record = self
             .get(id)
@@ -251,7 +266,6 @@ impl Zones {
         update(&mut record);
         self.commit(ZoneWrite {
             put: Some(record.clone()),
-            reserve,
             ..Default::default()
         })
         .await?;
@@ -326,7 +340,7 @@ mod tests {
         let (_dir, zones) = table().await;
         let r = record("a");
         let id = r.uuid();
-        zones.insert(r, "created").await.unwrap();
+        zones.insert(r, "created", None).await.unwrap();
         let err = zones
             .transition(id, ZoneState::Running, "skip", |_| {})
             .await
@@ -365,8 +379,11 @@ mod tests {
         let (_dir, zones) = table().await;
         let a = record("web");
         let a_id = a.uuid();
-        zones.insert(a, "created").await.unwrap();
-        let err = zones.insert(record("web"), "created").await.unwrap_err();
+        zones.insert(a, "created", None).await.unwrap();
+        let err = zones
+            .insert(record("web"), "created", None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ZoneError::NameTaken(_)), "{err}");
         assert_eq!(zones.resolve("web").unwrap(), a_id);
         assert_eq!(zones.resolve(&a_id.to_string()).unwrap(), a_id);
@@ -382,7 +399,7 @@ mod tests {
         let (_dir, zones) = table().await;
         let r = record("gone");
         let id = r.uuid();
-        zones.insert(r, "created").await.unwrap();
+        zones.insert(r, "created", None).await.unwrap();
         let mut watch = zones.bus().subscribe();
         zones
             .transition(id, ZoneState::Destroying, "destroy requested", |_| {})

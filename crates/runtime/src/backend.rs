@@ -39,8 +39,21 @@ pub struct DomainStop {
     pub detail: String,
 }
 
+/// New resources for a running zone's VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// vCPUs online in the guest (at most the count the VM was created with).
+    pub vcpus: u32,
+    /// Memory target in MiB (at most the memory the VM was created with).
+    pub memory_mib: u64,
+}
+
 /// A hypervisor backend. Every method is cancel-safe to drop at an await point, except
 /// `create` and `destroy`, which spored runs to completion.
+///
+/// VMs outlive the daemon: a backend must not tie a VM's life to spored's process (no
+/// kill-on-drop children, no domain destroyed on close), so that spored can restart, find the
+/// VMs with [`Backend::list`] and re-adopt them.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Which backend this is.
@@ -69,4 +82,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Resolves when the zone's VM has stopped.
     async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop>;
+
+    /// Changes a running VM's vCPUs and memory within what it was created with (Xen: vcpu
+    /// online mask and balloon target; QEMU: the same through the guest's balloon and CPU
+    /// hotplug). [`Error::Unsupported`] when this backend cannot.
+    async fn update_resources(&self, zone_id: Uuid, resources: Resources) -> Result<()>;
 }

@@ -13,6 +13,13 @@ pub enum Error {
     /// The backend is not usable on this host (what is missing is in the message).
     #[error("the {kind} backend is not usable: {detail}")]
     Unavailable { kind: BackendKind, detail: String },
+    /// The backend cannot do this (yet); the message says what is missing.
+    #[error("the {kind} backend cannot {what}: {detail}")]
+    Unsupported {
+        kind: BackendKind,
+        what: &'static str,
+        detail: String,
+    },
     /// The backend has no VM for this zone.
     #[error("no VM for zone {0} on this backend")]
     NoSuchZone(Uuid),

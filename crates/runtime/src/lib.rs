@@ -7,14 +7,14 @@
 //! The trait holds only what both backends really do: create a VM from a [`LaunchSpec`],
 //! destroy it (idempotently, releasing everything it created), list the VMs the backend owns
 //! (so a restarted daemon can re-adopt them), hand out the console and IDM byte streams, and
-//! wait for a VM to stop.
+//! wait for a VM to stop, and change a running VM's resources.
 
 mod backend;
 mod error;
 pub mod probe;
 mod spec;
 
-pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, StopReason};
+pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason};
 pub use error::{Error, Result};
 pub use probe::{BackendKind, BackendProbe, HostProbe};
 pub use spec::{LaunchSpec, NicSpec, RootFormat};

@@ -222,8 +222,10 @@ mod tests {
 
     #[test]
     fn missing_qemu_says_what_to_install() {
-        let mut probe = HostProbe::default();
-        probe.qemu_binary = "/nonexistent/qemu-system-x86_64".into();
+        let probe = HostProbe {
+            qemu_binary: "/nonexistent/qemu-system-x86_64".into(),
+            ..HostProbe::default()
+        };
         let p = probe.probe_qemu();
         assert!(!p.usable);
         assert!(p.detail.contains("is not installed"), "{}", p.detail);

@@ -5,6 +5,7 @@ use tonic::Status;
 
 use crate::daemon::{DaemonError, chain};
 use crate::images::ImageError;
+use crate::network::NetworkError;
 use crate::store::StoreError;
 use crate::zones::ZoneError;
 
@@ -13,6 +14,12 @@ pub fn from_zone(e: ZoneError) -> Status {
         ZoneError::NotFound(_) => Status::not_found(e.to_string()),
         ZoneError::NameTaken(_) => Status::already_exists(e.to_string()),
         ZoneError::Ambiguous(..) | ZoneError::IllegalTransition { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        ZoneError::Network(NetworkError::Exhausted { .. }) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        ZoneError::Network(NetworkError::Config { .. }) => {
             Status::failed_precondition(e.to_string())
         }
         ZoneError::Store(_) => internal(&e),

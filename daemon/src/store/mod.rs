@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use spore_api::v1;
 use uuid::Uuid;
 
@@ -120,7 +122,7 @@ impl Store {
     }
 
     fn migrate(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
@@ -153,6 +155,16 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// A write transaction that is on disk when its commit returns: redb's immediate
+    /// durability (fdatasync of the file, not sync_file_range). It is redb's default; it is
+    /// set here so no caller can weaken it by accident.
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Db(Box::new(redb::Error::from(e))))?;
+        Ok(txn)
     }
 
     /// Runs blocking database work on the blocking pool.
@@ -193,7 +205,7 @@ impl Store {
 
     /// Commits a zone change with its events; returns the events with their sequences.
     pub fn commit(&self, write: ZoneWrite) -> Result<Vec<v1::Event>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let mut events = write.events;
         {
             let mut zones = txn.open_table(ZONES)?;
@@ -269,7 +281,7 @@ impl Store {
             what: format!("image {key}"),
             source: Box::new(e),
         })?;
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut images = txn.open_table(IMAGES)?;
             images.insert(key.as_str(), bytes.as_slice())?;
@@ -317,7 +329,7 @@ impl Store {
 
     /// Removes an image record and every reference that points at it.
     pub fn delete_image(&self, key: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             txn.open_table(IMAGES)?.remove(key)?;
             let mut refs = txn.open_table(IMAGE_REFS)?;
@@ -328,6 +340,28 @@ impl Store {
     }
 
     // ----------------------------------------------------------- reservations
+
+    /// Removes reservations whose zone is not stored (there should be none: a zone and its
+    /// reservation come and go in one commit) and returns their zone ids.
+    pub fn release_orphans(&self) -> Result<Vec<Uuid>> {
+        let txn = self.begin_write()?;
+        let mut orphans = Vec::new();
+        {
+            let zones = txn.open_table(ZONES)?;
+            let mut reservations = txn.open_table(RESERVATIONS)?;
+            for item in reservations.iter()? {
+                let (key, _) = item?;
+                if zones.get(key.value())?.is_none() {
+                    orphans.push(key.value());
+                }
+            }
+            for key in &orphans {
+                reservations.remove(*key)?;
+            }
+        }
+        txn.commit()?;
+        Ok(orphans.into_iter().map(Uuid::from_u128).collect())
+    }
 
     pub fn reservations(&self) -> Result<Vec<Reservation>> {
         let txn = self.db.begin_read()?;

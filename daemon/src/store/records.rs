@@ -18,6 +18,11 @@ pub struct ZoneRecord {
     /// The packed root image the zone boots from, once resolved.
     #[prost(string, tag = "3")]
     pub root_image: String,
+    /// The vCPUs and memory the VM was created with: UpdateZoneResources stays within them.
+    #[prost(uint32, tag = "4")]
+    pub max_vcpus: u32,
+    #[prost(uint64, tag = "5")]
+    pub max_memory_mib: u64,
 }
 
 impl ZoneRecord {
@@ -26,6 +31,8 @@ impl ZoneRecord {
             zone: Some(zone),
             image_key: String::new(),
             root_image: String::new(),
+            max_vcpus: 0,
+            max_memory_mib: 0,
         }
     }
 

@@ -16,7 +16,8 @@ use futures::{SinkExt, StreamExt};
 use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{IdmCodec, IdmPacket};
 use spore_runtime::{
-    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Result, StopReason,
+    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result,
+    StopReason,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
@@ -148,6 +149,14 @@ impl Backend for FakeBackend {
             .await
             .map_err(|_| Error::NoSuchZone(zone_id))?;
         Ok(stop.clone().unwrap())
+    }
+
+    async fn update_resources(&self, _zone_id: Uuid, _resources: Resources) -> Result<()> {
+        Err(Error::Unsupported {
+            kind: BackendKind::Qemu,
+            what: "update resources",
+            detail: "the test double does not model resources".into(),
+        })
     }
 }
 
