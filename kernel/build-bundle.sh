@@ -24,8 +24,10 @@ cache=${SPORE_CACHE:-/var/cache/spore}/debs
 
 # What a zone needs: block and net frontends for Xen and virtio (virtio_mmio is the transport of
 # QEMU's microvm machine), the virtio console (hvc0/hvc1 under QEMU; Xen's hvc is built in),
-# the image filesystems and overlayfs. Dependencies come from modules.dep.
-MODULES=(xen-blkfront xen-netfront virtio_mmio virtio_blk virtio_net virtio_console squashfs erofs overlay)
+# the image filesystems and overlayfs. Dependencies come from modules.dep. crc32c_generic comes
+# before erofs: erofs needs libcrc32c, whose init asks the crypto API for "crc32c" (a softdep that
+# modules.dep does not list); without a crc32c module loaded first libcrc32c and erofs fail.
+MODULES=(xen-blkfront xen-netfront virtio_mmio virtio_blk virtio_net virtio_console squashfs crc32c_generic erofs overlay)
 
 say() { printf 'build-bundle: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -120,12 +122,19 @@ for path in "${order[@]}"; do
 done
 say "modules (load order): $(tr '\n' ' ' < "$root/modules/order")"
 
+# /dev/null must exist before /init runs: under QEMU hvc0 appears only once spore-init loads
+# virtio_console, so the kernel starts /init without stdin/stdout/stderr, and Rust's runtime
+# then opens /dev/null for them (and aborts if it cannot). The kernel's built-in initramfs
+# provides /dev/console only.
+mknod -m 0666 "$root/dev/null" c 1 3 || die "cannot create the /dev/null node for the initrd (run as root)"
+
 init_bin=$("$repo/scripts/build-guest.sh")
 cp "$init_bin" "$root/init"
 
 # Reproducible archive: fixed owner, modes and mtimes, sorted names, no inode/device numbers.
 find "$root" -type d -exec chmod 0755 {} +
 find "$root" -type f -exec chmod 0644 {} +
+chmod 0666 "$root/dev/null"
 chmod 0755 "$root/init"
 find "$root" -exec touch -h -d @0 {} +
 (cd "$root" && find . -mindepth 1 | sed 's|^\./||' | sort | cpio -o -H newc -R 0:0 --reproducible --quiet) > "$work/initrd"

@@ -12,6 +12,7 @@
 mod backend;
 mod error;
 pub mod probe;
+pub mod qemu;
 mod spec;
 
 pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason};
