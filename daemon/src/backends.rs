@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use spore_api::v1;
+use spore_runtime::qemu::{AccelChoice, QemuBackend, QemuConfig};
 use spore_runtime::{Backend, BackendKind, HostProbe};
 
 use crate::api::api_kind;
@@ -33,10 +34,10 @@ pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {
             continue;
         }
         match build(*kind, config).await {
-            Ok(backend) => {
+            Ok((backend, how)) => {
                 let reason = match config.backend {
-                    BackendChoice::Auto => format!("auto: {}", probe.detail),
-                    _ => format!("configured: {}", probe.detail),
+                    BackendChoice::Auto => format!("auto: {}; {how}", probe.detail),
+                    _ => format!("configured: {}; {how}", probe.detail),
                 };
                 return (
                     Some(backend),
@@ -75,10 +76,30 @@ pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {
     )
 }
 
-/// Builds a backend the probe found usable.
-async fn build(kind: BackendKind, _config: &Config) -> Result<Arc<dyn Backend>, String> {
+/// Builds a backend the probe found usable; also says how it runs zones.
+async fn build(kind: BackendKind, config: &Config) -> Result<(Arc<dyn Backend>, String), String> {
     match kind {
         BackendKind::Xen => Err("the Xen backend is not part of this spore build yet".into()),
-        BackendKind::Qemu => Err("the QEMU backend is not part of this spore build yet".into()),
+        BackendKind::Qemu => {
+            let accel = match config.qemu.accel.as_str() {
+                "kvm" => AccelChoice::Kvm,
+                "tcg" => AccelChoice::Tcg,
+                _ => AccelChoice::Auto,
+            };
+            let qemu = QemuConfig {
+                binary: config.qemu.binary.clone(),
+                accel,
+                tcg_tb_size_mib: Some(config.qemu.tcg_tb_size_mib).filter(|&m| m > 0),
+                ..QemuConfig::new(config.state_dir.join("zones"))
+            };
+            // Blocking: the KVM probe boots a tiny VM.
+            let backend = tokio::task::spawn_blocking(move || QemuBackend::new(qemu))
+                .await
+                .map_err(|e| format!("the QEMU backend's start panicked: {e}"))?
+                .map_err(|e| e.to_string())?;
+            let accel = backend.accel();
+            let how = format!("accelerator {}: {}", accel.accel.as_str(), accel.reason);
+            Ok((Arc::new(backend), how))
+        }
     }
 }

@@ -107,6 +107,9 @@ pub struct QemuConfig {
     pub binary: String,
     /// `auto` (KVM when a probe VM runs, else TCG), `kvm` or `tcg`.
     pub accel: String,
+    /// TCG's translation cache per zone in MiB; 0 keeps QEMU's default (1 GiB, which shows
+    /// in each QEMU's resident memory).
+    pub tcg_tb_size_mib: u32,
 }
 
 impl Default for Config {
@@ -174,6 +177,7 @@ impl Default for QemuConfig {
         QemuConfig {
             binary: "qemu-system-x86_64".into(),
             accel: "auto".into(),
+            tcg_tb_size_mib: 64,
         }
     }
 }
