@@ -24,7 +24,7 @@ fn bundle() -> PathBuf {
     let dir = std::env::var_os("SPORE_GUEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest"));
-    for f in ["vmlinux", "initrd"] {
+    for f in ["kernel", "vmlinux", "initrd"] {
         assert!(
             dir.join(f).is_file(),
             "guest bundle missing: {} has no {f}; run kernel/build-bundle.sh (or set SPORE_GUEST_DIR)",
@@ -184,7 +184,9 @@ fn files_in(dir: &Path) -> Vec<String> {
 async fn zone_prints_exits_and_powers_off() {
     let lab = Lab::new();
     let backend = lab.backend();
-    let spec = lab.spec("echo hello from the zone; exit 7");
+    let mut spec = lab.spec("echo hello from the zone; exit 7");
+    // The bundle's bzImage: the backend boots the ELF it extracts into its kernel cache.
+    spec.kernel = bundle().join("kernel");
     let info = backend.create(&spec).await.expect("create");
     assert!(
         info.running && info.handle.starts_with("qemu pid "),
@@ -223,6 +225,14 @@ async fn zone_prints_exits_and_powers_off() {
     assert_eq!(files_in(&spec.zone_dir), ["config.blk"]);
     // Idempotent.
     backend.destroy(spec.zone_id).await.unwrap();
+    let cached: Vec<_> = std::fs::read_dir(lab.zones.parent().unwrap().join("kernels"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.len() == 1 && cached[0].ends_with(".elf"),
+        "{cached:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

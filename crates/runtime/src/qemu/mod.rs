@@ -8,6 +8,7 @@
 mod accel;
 mod args;
 mod channel;
+mod kernel;
 mod process;
 mod qmp;
 mod sys;
@@ -46,6 +47,8 @@ pub struct QemuConfig {
     pub binary: String,
     /// `<state>/zones`: one directory per zone id (re-adoption scans it).
     pub zones_root: PathBuf,
+    /// Where kernels extracted from bzImages are kept (`<sha256>.elf`).
+    pub kernel_cache: PathBuf,
     pub accel: AccelChoice,
     /// TCG translation cache bound in MiB (`None`: QEMU's default of 1 GiB).
     pub tcg_tb_size_mib: Option<u32>,
@@ -58,10 +61,16 @@ pub struct QemuConfig {
 }
 
 impl QemuConfig {
+    /// Defaults, with the kernel cache beside the zones root (`<state>/kernels`).
     pub fn new(zones_root: impl Into<PathBuf>) -> QemuConfig {
+        let zones_root: PathBuf = zones_root.into();
         QemuConfig {
             binary: "qemu-system-x86_64".into(),
-            zones_root: zones_root.into(),
+            kernel_cache: zones_root
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("kernels"),
+            zones_root,
             accel: AccelChoice::Auto,
             tcg_tb_size_mib: Some(64),
             connect_timeout: Duration::from_secs(30),
@@ -91,6 +100,7 @@ pub struct QemuBackend {
     accel: AccelDecision,
     machine: MachineOptions,
     host_memory_mib: u64,
+    kernels: Arc<kernel::KernelCache>,
     vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
 }
 
@@ -135,6 +145,7 @@ impl QemuBackend {
             accel,
             machine,
             host_memory_mib: host_memory_mib().unwrap_or(u64::MAX),
+            kernels: Arc::new(kernel::KernelCache::new(config.kernel_cache.clone())),
             config,
             vms: Mutex::new(HashMap::new()),
         })
@@ -391,6 +402,22 @@ impl Backend for QemuBackend {
         }
         let files = ZoneFiles::new(&spec.zone_dir);
         let started = Instant::now();
+        let kernels = self.kernels.clone();
+        let source = spec.kernel.clone();
+        let kernel = tokio::task::spawn_blocking(move || kernels.elf_for(&source))
+            .await
+            .map_err(|e| Error::Launch {
+                zone: spec.zone_id,
+                detail: format!("preparing the kernel panicked: {e}"),
+            })?
+            .map_err(|detail| Error::Launch {
+                zone: spec.zone_id,
+                detail,
+            })?;
+        let spec = &LaunchSpec {
+            kernel,
+            ..spec.clone()
+        };
         match self.launch(spec, &files).await {
             Ok(vm) => {
                 let vm = Arc::new(vm);
