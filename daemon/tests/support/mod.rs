@@ -104,7 +104,27 @@ impl Spored {
         spored
     }
 
+    /// Like [`Spored::start`] with a config file (restarts use `/dev/null`).
+    pub fn start_with_config(dir: &Path, config: &Path) -> Spored {
+        let socket = dir.join("spored.sock");
+        let state_dir = dir.join("state");
+        let log = dir.join("spored.log");
+        let child = Self::spawn_with(&socket, &state_dir, &log, config);
+        let spored = Spored {
+            child,
+            socket,
+            state_dir,
+            log,
+        };
+        spored.wait_ready();
+        spored
+    }
+
     pub fn spawn(socket: &Path, state_dir: &Path, log: &Path) -> Child {
+        Self::spawn_with(socket, state_dir, log, Path::new("/dev/null"))
+    }
+
+    fn spawn_with(socket: &Path, state_dir: &Path, log: &Path, config: &Path) -> Child {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -116,7 +136,7 @@ impl Spored {
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--config")
-            .arg("/dev/null")
+            .arg(config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())

@@ -14,6 +14,8 @@ use spore_xen::kernel::{cached_elf_path, extract_elf};
 pub struct KernelCache {
     dir: PathBuf,
     known: Mutex<HashMap<(PathBuf, u64, SystemTime), PathBuf>>,
+    /// One extraction at a time: concurrent launches of a new kernel wait for the first.
+    extracting: Mutex<()>,
 }
 
 impl KernelCache {
@@ -21,6 +23,7 @@ impl KernelCache {
         KernelCache {
             dir,
             known: Mutex::new(HashMap::new()),
+            extracting: Mutex::new(()),
         }
     }
 
@@ -44,6 +47,7 @@ impl KernelCache {
             return Ok(kernel.to_path_buf());
         }
         let cached = cached_elf_path(&self.dir, &data);
+        let _one_at_a_time = self.extracting.lock().unwrap();
         if !cached.is_file() {
             let elf = extract_elf(&data)
                 .map_err(|e| format!("kernel {} is not bootable: {e}", kernel.display()))?;

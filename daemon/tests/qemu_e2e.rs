@@ -1,0 +1,449 @@
+//! End to end on the QEMU backend: the real spored and sporectl binaries, real QEMU (TCG on
+//! these hosts), the guest bundle (`kernel/build-bundle.sh`, from `SPORE_GUEST_DIR` or
+//! `target/guest`) and the busybox demo image imported as an OCI layout.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use spore_api::v1;
+use support::Spored;
+use tonic::Code;
+
+/// A boot under TCG takes seconds; on a loaded two-core CI machine, several times that.
+const ZONE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn bundle() -> PathBuf {
+    let dir = std::env::var_os("SPORE_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::repo_root().join("target/guest"));
+    for f in ["kernel", "initrd"] {
+        assert!(
+            dir.join(f).is_file(),
+            "guest bundle missing: {} has no {f}; run kernel/build-bundle.sh (or set SPORE_GUEST_DIR)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn sporectl_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_spored")).with_file_name("sporectl");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build -p sporectl)",
+        bin.display()
+    );
+    bin
+}
+
+/// spored on a state dir holding the guest bundle, with the demo image imported as `demo`.
+struct Host {
+    dir: tempfile::TempDir,
+    spored: Spored,
+}
+
+impl Host {
+    async fn start() -> Host {
+        let dir = tempfile::Builder::new()
+            .prefix("spore-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let guest = dir.path().join("state/guest");
+        std::fs::create_dir_all(&guest).unwrap();
+        for f in ["kernel", "initrd"] {
+            std::fs::copy(bundle().join(f), guest.join(f)).unwrap();
+        }
+        let spored = Spored::start(dir.path());
+        let host = Host { dir, spored };
+        let layout = support::demo_image(host.dir.path(), "demo");
+        let out = host.ctl(&["image", "import", layout.to_str().unwrap(), "--tag", "demo"]);
+        assert!(out.status.success(), "import: {}", text(&out));
+        host
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(sporectl_bin())
+            .arg("--socket")
+            .arg(&self.spored.socket)
+            .args(args)
+            .output()
+            .expect("run sporectl")
+    }
+
+    async fn client(&self) -> spore_api::ControlClient {
+        self.spored.client().await
+    }
+
+    async fn create(&self, command: &[&str], auto_remove: bool) -> String {
+        let spec = v1::ZoneSpec {
+            image: "demo".into(),
+            cmd: Some(v1::StringList {
+                values: command.iter().map(|s| s.to_string()).collect(),
+            }),
+            auto_remove,
+            memory_mib: Some(128),
+            ..Default::default()
+        };
+        self.client()
+            .await
+            .create_zone(v1::CreateZoneRequest { spec: Some(spec) })
+            .await
+            .unwrap()
+            .into_inner()
+            .zone_id
+    }
+
+    async fn zone(&self, id: &str) -> Result<v1::Zone, tonic::Status> {
+        self.client()
+            .await
+            .get_zone(v1::GetZoneRequest { zone: id.into() })
+            .await
+            .map(|r| r.into_inner().zone.unwrap())
+    }
+
+    /// Polls until the zone is in `state` (or fails the test with its history).
+    async fn wait_state(&self, id: &str, state: v1::ZoneState) -> v1::Zone {
+        let start = Instant::now();
+        loop {
+            let zone = self.zone(id).await.unwrap();
+            let status = zone.status.clone().unwrap();
+            if status.state == state as i32 {
+                return zone;
+            }
+            let terminal = [v1::ZoneState::Failed, v1::ZoneState::Exited];
+            assert!(
+                !terminal.iter().any(|s| *s as i32 == status.state),
+                "zone {id} ended in {:?} ({}) while waiting for {state:?}; spored log:\n{}",
+                status.state(),
+                status.reason,
+                self.spored.log()
+            );
+            assert!(
+                start.elapsed() < ZONE_TIMEOUT,
+                "zone {id} not {state:?} within {ZONE_TIMEOUT:?}: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until GetZone says NOT_FOUND.
+    async fn wait_gone(&self, id: &str) {
+        let start = Instant::now();
+        loop {
+            match self.zone(id).await {
+                Err(e) if e.code() == Code::NotFound => return,
+                Err(e) => panic!("GetZone {id}: {e}"),
+                Ok(zone) => assert!(
+                    start.elapsed() < ZONE_TIMEOUT,
+                    "zone {id} still there: {:?}",
+                    zone.status
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn logs(&self, id: &str) -> String {
+        let mut stream = self
+            .client()
+            .await
+            .read_zone_logs(v1::ReadZoneLogsRequest {
+                zone: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend(chunk.unwrap().data);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn zone_dir(&self, id: &str) -> PathBuf {
+        self.spored.state_dir.join("zones").join(id)
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The QEMU pid from a zone's `domain` ("qemu pid N").
+fn qemu_pid(zone: &v1::Zone) -> i32 {
+    let domain = &zone.status.as_ref().unwrap().domain;
+    domain
+        .strip_prefix("qemu pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("domain {domain:?} names no QEMU pid"))
+}
+
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_attach_reports_output_exit_codes_and_signals() {
+    let host = Host::start().await;
+    let out = host.ctl(&[
+        "zone",
+        "launch",
+        "--rm",
+        "--attach",
+        "demo",
+        "sh",
+        "-c",
+        "echo Hello from a zone",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Hello from a zone"),
+        "{}",
+        text(&out)
+    );
+    let out = host.ctl(&["zone", "launch", "--attach", "demo", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let out = host.ctl(&[
+        "zone",
+        "launch",
+        "--name",
+        "doomed",
+        "--attach",
+        "demo",
+        "sh",
+        "-c",
+        "kill -9 $$",
+    ]);
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out));
+    let zone = host.wait_state("doomed", v1::ZoneState::Exited).await;
+    let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+    assert_eq!(exit, v1::exit_status::Status::Signal(9));
+    // --rm removed the first zone; the other two are listed as exited.
+    let zones = host
+        .client()
+        .await
+        .list_zones(v1::ListZonesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .zones;
+    assert_eq!(zones.len(), 2, "{zones:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_zones_at_once_then_removed() {
+    let host = Host::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let line = format!("zone number {i}");
+        ids.push(
+            host.create(&["sh", "-c", &format!("echo {line}; sleep 2")], false)
+                .await,
+        );
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let zone = host.wait_state(id, v1::ZoneState::Exited).await;
+        let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+        assert_eq!(exit, v1::exit_status::Status::Code(0));
+        let logs = host.logs(id).await;
+        assert!(logs.contains(&format!("zone number {i}")), "{logs}");
+    }
+    for id in &ids {
+        let out = host.ctl(&["zone", "destroy", id]);
+        assert!(out.status.success(), "{}", text(&out));
+        host.wait_gone(id).await;
+        assert!(!host.zone_dir(id).exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_while_running_leaves_nothing_behind() {
+    let host = Host::start().await;
+    let id = host.create(&["sleep", "600"], false).await;
+    let zone = host.wait_state(&id, v1::ZoneState::Running).await;
+    let pid = qemu_pid(&zone);
+    assert!(process_alive(pid));
+    let dir = host.zone_dir(&id);
+    for f in [
+        "console.sock",
+        "idm.sock",
+        "qmp.sock",
+        "qemu.pid",
+        "config.blk",
+    ] {
+        assert!(dir.join(f).exists(), "{f} missing while running");
+    }
+    let out = host.ctl(&["zone", "destroy", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    host.wait_gone(&id).await;
+    assert!(!process_alive(pid), "QEMU {pid} survived the destroy");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let zones = host
+        .client()
+        .await
+        .list_zones(v1::ListZonesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .zones;
+    assert!(zones.is_empty(), "{zones:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_survives_a_spored_restart() {
+    let mut host = Host::start().await;
+    // Output written while spored is down is not logged (QEMU drops it while its console
+    // socket has no listener): the workload prints its second line well after the restart.
+    let id = host
+        .create(
+            &[
+                "sh",
+                "-c",
+                "echo before; sleep 10; echo after the restart; exit 3",
+            ],
+            false,
+        )
+        .await;
+    let zone = host.wait_state(&id, v1::ZoneState::Running).await;
+    let start = Instant::now();
+    while !host.logs(&id).await.contains("before") {
+        assert!(
+            start.elapsed() < ZONE_TIMEOUT,
+            "no output before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = qemu_pid(&zone);
+    host.spored.stop();
+    assert!(process_alive(pid), "QEMU died with spored");
+    host.spored.restart();
+    let zone = host.zone(&id).await.unwrap();
+    assert_eq!(
+        zone.status.as_ref().unwrap().state(),
+        v1::ZoneState::Running,
+        "{zone:?}"
+    );
+    // Still attachable: the attach ends with the workload and its exit code.
+    let attach = Command::new(sporectl_bin())
+        .arg("--socket")
+        .arg(&host.spored.socket)
+        .args(["zone", "attach", &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(attach.status.code(), Some(3), "{}", text(&attach));
+    assert!(
+        String::from_utf8_lossy(&attach.stdout).contains("after the restart"),
+        "{}",
+        text(&attach)
+    );
+    let zone = host.wait_state(&id, v1::ZoneState::Exited).await;
+    let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+    assert_eq!(exit, v1::exit_status::Status::Code(3));
+    let logs = host.logs(&id).await;
+    assert!(
+        logs.contains("before") && logs.contains("after the restart"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_fail_clearly_and_leak_nothing() {
+    let host = Host::start().await;
+    // An image that is nowhere: the zone fails and names it.
+    let spec = v1::ZoneSpec {
+        image: "127.0.0.1:9/nothing/here:1".into(),
+        ..Default::default()
+    };
+    let id = host
+        .client()
+        .await
+        .create_zone(v1::CreateZoneRequest { spec: Some(spec) })
+        .await
+        .unwrap()
+        .into_inner()
+        .zone_id;
+    let start = Instant::now();
+    let zone = loop {
+        let zone = host.zone(&id).await.unwrap();
+        if zone.status.as_ref().unwrap().state() == v1::ZoneState::Failed {
+            break zone;
+        }
+        assert!(start.elapsed() < ZONE_TIMEOUT, "{zone:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = &zone.status.as_ref().unwrap().reason;
+    assert!(reason.contains("127.0.0.1:9/nothing/here:1"), "{reason}");
+    assert!(!host.zone_dir(&id).exists());
+
+    // Absurd memory: refused before anything is stored.
+    let spec = v1::ZoneSpec {
+        image: "demo".into(),
+        memory_mib: Some(1 << 40),
+        ..Default::default()
+    };
+    let err = host
+        .client()
+        .await
+        .create_zone(v1::CreateZoneRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("memory"), "{}", err.message());
+    let zones = host
+        .client()
+        .await
+        .list_zones(v1::ListZonesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .zones;
+    assert_eq!(zones.len(), 1, "only the failed zone: {zones:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_qemu_host_status_and_create_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spored.toml");
+    std::fs::write(
+        &config,
+        "backend = \"qemu\"\n[qemu]\nbinary = \"/nonexistent/qemu-system-x86_64\"\n",
+    )
+    .unwrap();
+    let spored = Spored::start_with_config(dir.path(), &config);
+    let mut client = spored.client().await;
+    let status = client
+        .get_host_status(v1::GetHostStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.backend(), v1::BackendKind::None, "{status:?}");
+    assert!(
+        status
+            .backend_reason
+            .contains("/nonexistent/qemu-system-x86_64")
+            && status.backend_reason.contains("not installed"),
+        "{}",
+        status.backend_reason
+    );
+    let spec = v1::ZoneSpec {
+        image: "demo".into(),
+        ..Default::default()
+    };
+    let err = client
+        .create_zone(v1::CreateZoneRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("not installed"), "{}", err.message());
+}
