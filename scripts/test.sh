@@ -15,7 +15,11 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "guest bundle (kernel/build-bundle.sh -> target/guest)"
+kernel/build-bundle.sh
+
 step "workspace tests"
+# The QEMU suites boot real zones under TCG: nextest runs them in parallel on every core.
 cargo nextest run --workspace --locked --no-fail-fast
 
 step "done"
