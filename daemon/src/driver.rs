@@ -352,7 +352,15 @@ async fn started(daemon: &Arc<Daemon>, id: Uuid, info: &spore_idm::proto::Starte
         .is_some_and(|r| r.state() == ZoneState::Starting)
         && let Err(e) = daemon
             .zones
-            .transition(id, ZoneState::Running, reason, |_| {})
+            .transition(id, ZoneState::Running, reason, |r| {
+                let ms = |ns: u64| ns / 1_000_000;
+                r.status_mut().guest_boot = Some(v1::GuestBootTimes {
+                    init_start_ms: ms(info.init_start_ns),
+                    modules_loaded_ms: ms(info.modules_loaded_ns),
+                    rootfs_ready_ms: ms(info.rootfs_ready_ns),
+                    workload_exec_ms: ms(info.workload_exec_ns),
+                });
+            })
             .await
     {
         tracing::error!(zone = %id, "{e}");
