@@ -284,7 +284,9 @@ impl Boot {
             cmd.args(["-serial", "none"]);
         }
         if let Some(mac) = self.nic {
-            cmd.args(["-netdev", "user,id=net0,ipv6=on"]).args([
+            // Both families named: QEMU reads `ipv6=on` alone as "IPv6 only" and its slirp then
+            // ignores ARP, so IPv4 to 10.0.2.2 fails while IPv6 works.
+            cmd.args(["-netdev", "user,id=net0,ipv4=on,ipv6=on"]).args([
                 "-device",
                 &format!("virtio-net-device,netdev=net0,mac={mac}"),
             ]);
