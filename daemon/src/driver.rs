@@ -93,7 +93,8 @@ async fn requested(destroy: &mut watch::Receiver<bool>) {
 }
 
 async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
-    let _permit = tokio::select! {
+    // Bounds concurrent prepares and creates, not running zones: released before supervising.
+    let permit = tokio::select! {
         permit = daemon.launches.acquire() => permit.ok(),
         _ = requested(destroy) => return Next::Destroy,
     };
@@ -180,6 +181,7 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
     {
         tracing::error!(zone = %id, "{e}");
     }
+    drop(permit);
     supervise(daemon, id, destroy).await
 }
 

@@ -22,8 +22,13 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tune: impl FnOnce(&mut spored::config::Config)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let config = support::config(dir.path());
+    let mut config = support::config(dir.path());
+    tune(&mut config);
     let backend = Arc::new(FakeBackend::default());
     let daemon = support::core(config, backend.clone()).await;
     let layout = support::demo_image(dir.path(), "demo");
@@ -247,6 +252,19 @@ async fn five_zones_at_once() {
         err.to_string(),
         "the name \"five-0\" is already used by another zone"
     );
+}
+
+/// The launch limit bounds concurrent prepares and creates, not running zones.
+#[tokio::test]
+async fn running_zones_do_not_hold_launch_slots() {
+    let s = setup_with(|c| c.zones.max_parallel_launches = 1).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.daemon.create_zone(spec(&["sleep"])).await.unwrap().0);
+    }
+    for id in &ids {
+        wait_state(&s, *id, ZoneState::Running).await;
+    }
 }
 
 #[tokio::test]
