@@ -90,6 +90,15 @@ impl Boot {
         }
     }
 
+    /// In verbose mode, says how far into init a boot step finished: the Started times only
+    /// cover the big phases, this shows where the rest goes.
+    fn mark(&self, step: &str) {
+        info!(
+            "+{} us: {step}",
+            sys::boottime_ns().saturating_sub(self.times.init_start) / 1000
+        );
+    }
+
     fn run(&mut self) -> Result<()> {
         mounts::early().context("cannot mount /dev, /proc and /sys")?;
         console::use_kmsg();
@@ -113,20 +122,32 @@ impl Boot {
             Err(e) => alert!("no console: {e:#}"),
         }
         self.idm = Some(IdmPort::open(IDM_TIMEOUT)?);
+        let consoles_open = sys::boottime_ns();
 
         let (cfg, root_device) = disks::find(DISK_TIMEOUT)?;
         console::set_verbose(cfg.verbose);
+        // Verbosity is only known now: report the earlier steps late.
+        info!(
+            "+{} us: consoles open",
+            consoles_open.saturating_sub(self.times.init_start) / 1000
+        );
+        self.mark("launch config read");
         info!(
             "{loaded} modules loaded in {} us",
             (self.times.modules_loaded - self.times.modules_start) / 1000
         );
         mounts::root(&root_device, cfg.root.format, cfg.overlay_size_mib)?;
+        self.mark("root image and overlay mounted");
         mounts::switch_root()?;
+        self.mark("switched root");
         mounts::container_mounts()?;
         self.times.rootfs_ready = sys::boottime_ns();
+        self.mark("container mounts");
 
         etc::apply(&cfg)?;
+        self.mark("hostname and /etc files");
         network(&cfg)?;
+        self.mark("network");
 
         let users = read_users();
         let spec = match spec::resolve_workload(&cfg, &users) {

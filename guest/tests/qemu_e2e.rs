@@ -4,7 +4,8 @@
 //!
 //! Each test is one boot; nextest runs them in parallel. Set SPORE_GUEST_DIR to use another
 //! bundle, SPORE_E2E_SERIAL=1 to keep kernel messages on a serial log in the test's temp dir
-//! (printed on failure), SPORE_E2E_KEEP=1 to keep the temp dirs.
+//! (printed on failure), SPORE_E2E_KEEP=1 to keep the temp dirs, SPORE_E2E_VERBOSE=1 for
+//! spore-init's verbose messages (boot step times among them) on the console.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -129,7 +130,7 @@ fn config(format: RootFormat, size: u64, image: ImageConfig, overrides: Override
         network: None,
         hosts: vec![],
         rlimits: vec![],
-        verbose: false,
+        verbose: std::env::var_os("SPORE_E2E_VERBOSE").is_some(),
     }
 }
 
