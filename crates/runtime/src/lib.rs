@@ -14,6 +14,7 @@ mod error;
 pub mod probe;
 pub mod qemu;
 mod spec;
+pub mod xen;
 
 pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason};
 pub use error::{Error, Result};

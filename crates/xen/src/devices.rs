@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::builder::introduce::{domain_path, guest_readable, vm_path};
 use crate::console::ConsoleBackend;
 use crate::gntdev::GntDev;
-use crate::xs::{Access, Perm, XsClient};
+use crate::xs::{Access, AsyncXs, Perm, XsClient};
 use crate::{DomId, Result, XenError};
 
 /// xenbus states (`io/xenbus.h`).
@@ -228,10 +228,15 @@ pub fn add_console<T: Read + Write>(
 
 /// Reads a guest-written number, bounded; `None` if absent or not a number.
 fn read_num<T: Read + Write>(xs: &mut XsClient<T>, path: &str) -> Result<Option<u32>> {
-    Ok(xs
-        .read(path)?
+    Ok(parse_num(xs.read(path)?))
+}
+
+/// A guest-written node's value as a number: at most 10 bytes of decimal digits (surrounding
+/// whitespace allowed), else `None`.
+pub fn parse_num(value: Option<Vec<u8>>) -> Option<u32> {
+    value
         .filter(|v| v.len() <= 10)
-        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok()))
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
 }
 
 /// Waits for a secondary console's frontend to publish its ring and port, maps it and
@@ -268,6 +273,49 @@ pub fn connect_console<T: Read + Write>(
         &format!("{b}/state"),
         state::CONNECTED.to_string().as_bytes(),
     )?;
+    Ok(backend)
+}
+
+/// The async form of [`connect_console`], driven by a xenstore watch on the frontend instead
+/// of polling, so it costs nothing while the guest boots and can be dropped at any await.
+pub async fn connect_console_async(
+    xs: &AsyncXs,
+    gnt: &GntDev,
+    domid: DomId,
+    devid: u32,
+    timeout: Duration,
+) -> Result<ConsoleBackend> {
+    let f = frontend_path(Kind::Console, domid, devid);
+    let b = backend_path(Kind::Console, domid, devid);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut watch = xs.watch(&f).await?;
+    let (gref, port) = loop {
+        let st = parse_num(xs.read(&format!("{f}/state")).await?).unwrap_or(0);
+        let gref = parse_num(xs.read(&format!("{f}/ring-ref")).await?);
+        let port = parse_num(xs.read(&format!("{f}/port")).await?);
+        if let (true, Some(g), Some(p)) = (st >= state::INITIALISED, gref, port) {
+            break (g, p);
+        }
+        match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(XenError::XsClosed),
+            Err(_) => {
+                return Err(XenError::BackendTimeout {
+                    path: f,
+                    want: state::INITIALISED,
+                    last: st.to_string(),
+                    secs: timeout.as_secs(),
+                });
+            }
+        }
+    };
+    drop(watch);
+    let backend = ConsoleBackend::connect(gnt, domid, gref, port)?;
+    xs.write(
+        &format!("{b}/state"),
+        state::CONNECTED.to_string().as_bytes(),
+    )
+    .await?;
     Ok(backend)
 }
 
@@ -344,6 +392,22 @@ pub fn remove_domain_nodes<T: Read + Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guest_written_numbers_are_bounded() {
+        let n = |v: &[u8]| parse_num(Some(v.to_vec()));
+        assert_eq!(n(b"42"), Some(42));
+        assert_eq!(n(b" 7\n"), Some(7));
+        assert_eq!(n(b"4294967295"), Some(u32::MAX));
+        assert_eq!(n(b"4294967296"), None, "overflow");
+        assert_eq!(n(b"00000000001"), None, "longer than 10 bytes");
+        assert_eq!(n(b"-1"), None);
+        assert_eq!(n(b"0x10"), None);
+        assert_eq!(n(b"../../x"), None);
+        assert_eq!(n(b"\xff\xfe"), None, "not UTF-8");
+        assert_eq!(n(b""), None);
+        assert_eq!(parse_num(None), None);
+    }
 
     #[test]
     fn paths_are_computed_not_read() {
