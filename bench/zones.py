@@ -45,9 +45,22 @@ def ts(value):
 
 
 def rss_kib(pid):
+    return status_kib(pid, "VmRSS")
+
+
+def status_kib(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def pss_kib(pid):
+    """Proportional set size: shared pages (the kernel file QEMU maps) split among sharers."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     return 0
 
@@ -138,16 +151,19 @@ def density(spored, count):
         spored.wait(z, {"ZONE_STATE_RUNNING"})
     time.sleep(2)
     after = rss_kib(spored.proc.pid)
-    qemu = []
+    qemu, pss, anon = [], [], []
     for z in zones:
-        domain = spored.json("zone", "get", z)["status"].get("domain", "")
-        qemu.append(rss_kib(int(domain.split()[-1])))
+        pid = int(spored.json("zone", "get", z)["status"].get("domain", "").split()[-1])
+        qemu.append(rss_kib(pid))
+        pss.append(pss_kib(pid))
+        anon.append(status_kib(pid, "RssAnon"))
     per_zone = (after - base) / count
     print(f"density: {count} zones of 128 MiB running")
     print(f"  spored RSS {base / 1024:.1f} MiB idle -> {after / 1024:.1f} MiB: "
           f"{per_zone / 1024:.2f} MiB per zone (goal < 2 MiB)")
-    print(f"  QEMU RSS per zone: mean {statistics.mean(qemu) / 1024:.0f} MiB, "
-          f"max {max(qemu) / 1024:.0f} MiB")
+    print(f"  QEMU per zone: RSS mean {statistics.mean(qemu) / 1024:.0f} MiB "
+          f"(max {max(qemu) / 1024:.0f}), PSS mean {statistics.mean(pss) / 1024:.0f} MiB, "
+          f"anonymous mean {statistics.mean(anon) / 1024:.0f} MiB")
     for z in zones:
         spored.ctl("zone", "destroy", z, check=False)
 

@@ -1,0 +1,603 @@
+//! The Xen backend against the real hypervisor, run inside a Xen dom0 (the Xen lab,
+//! `xenlab/tests/backend.sh`): zones from the guest bundle and a busybox squashfs, driven
+//! only through the `Backend` trait, with results as `XENLAB-RESULT` lines and a non-zero
+//! exit on the first failed check. `peer` times `xl create` of the same kernel, initrd and
+//! disks for comparison.
+//!
+//! ```text
+//! xen_lab backend KERNEL INITRD ROOT_SQUASHFS WORK_DIR
+//! xen_lab peer    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use futures::{SinkExt, StreamExt};
+use spore_idm::launch::*;
+use spore_idm::proto::{self, idm_packet::Body};
+use spore_idm::{ExitStatus, IdmCodec, IdmPacket};
+use spore_runtime::xen::{XenBackend, XenConfig};
+use spore_runtime::{Backend, ByteStream, Error, LaunchSpec, NicSpec, Resources, StopReason};
+use spore_xen::xs::XsClient;
+use spore_xen::{Hypervisor, PrivCmd};
+use tokio::io::AsyncReadExt;
+use tokio_util::codec::Framed;
+use uuid::Uuid;
+
+const BOOT: Duration = Duration::from_secs(240);
+
+fn result(line: impl std::fmt::Display) {
+    println!("XENLAB-RESULT {line}");
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("backend") if args.len() == 5 => backend_test(Lab::new(&args[1..5])).await,
+        Some("peer") if args.len() == 6 => match args[5].parse() {
+            Ok(runs) => peer(Lab::new(&args[1..5]), runs).await,
+            Err(e) => Err(anyhow::anyhow!("RUNS: {e}")),
+        },
+        _ => Err(anyhow::anyhow!(
+            "usage: xen_lab backend KERNEL INITRD ROOT WORK | peer KERNEL INITRD ROOT WORK RUNS"
+        )),
+    };
+    match r {
+        Ok(()) => result("PASS"),
+        Err(e) => {
+            result(format!("FAIL {e:#}"));
+            std::process::exit(1);
+        }
+    }
+}
+
+struct Lab {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    root: PathBuf,
+    root_size: u64,
+    zones: PathBuf,
+    kernels: PathBuf,
+}
+
+impl Lab {
+    fn new(a: &[String]) -> Lab {
+        let work = PathBuf::from(&a[3]);
+        let root = PathBuf::from(&a[2]);
+        let root_size = std::fs::metadata(&root).map(|m| m.len()).unwrap_or(0);
+        Lab {
+            kernel: a[0].clone().into(),
+            initrd: a[1].clone().into(),
+            root,
+            root_size,
+            zones: work.join("zones"),
+            kernels: work.join("kernels"),
+        }
+    }
+
+    fn config(&self) -> XenConfig {
+        XenConfig {
+            guest_kernel: Some(self.kernel.clone()),
+            guest_initrd: Some(self.initrd.clone()),
+            kernel_cache: self.kernels.clone(),
+            idm_timeout: BOOT,
+            ..XenConfig::new(&self.zones)
+        }
+    }
+
+    /// A zone running `sh -c script`, its config block written into its zone directory.
+    fn spec(&self, name: &str, script: &str) -> Result<LaunchSpec> {
+        let zone_id = Uuid::new_v4();
+        let zone_dir = self.zones.join(zone_id.to_string());
+        std::fs::create_dir_all(&zone_dir)?;
+        let launch = LaunchConfig {
+            version: LAUNCH_CONFIG_VERSION,
+            zone_id: zone_id.to_string(),
+            hostname: name.into(),
+            root: RootImage {
+                format: spore_idm::launch::RootFormat::Squashfs,
+                size_bytes: self.root_size,
+            },
+            overlay_size_mib: 16,
+            image: ImageConfig {
+                cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env: vec!["PATH=/bin".into()],
+                ..Default::default()
+            },
+            overrides: Overrides::default(),
+            network: None,
+            hosts: vec![],
+            rlimits: vec![],
+            verbose: false,
+        };
+        let config_block = zone_dir.join("config.blk");
+        spore_idm::config_block::write_to(&config_block, &launch)?;
+        Ok(LaunchSpec {
+            zone_id,
+            name: name.into(),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            kernel_cmdline: "console=hvc0 quiet".into(),
+            root_image: self.root.clone(),
+            root_format: spore_runtime::RootFormat::Squashfs,
+            config_block,
+            vcpus: 1,
+            memory_mib: 128,
+            zone_dir,
+            nic: None,
+        })
+    }
+}
+
+/// Console output collected by a reader task, with the time of its first byte.
+#[derive(Clone, Default)]
+struct Console {
+    text: Arc<Mutex<String>>,
+    first: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Console {
+    fn spawn(mut stream: Box<dyn ByteStream>) -> Console {
+        let c = Console::default();
+        let out = c.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.first.lock().unwrap().get_or_insert_with(Instant::now);
+                let s = String::from_utf8_lossy(&buf[..n]).into_owned();
+                for line in s.lines() {
+                    println!("GUEST| {line}");
+                }
+                out.text.lock().unwrap().push_str(&s);
+            }
+        });
+        c
+    }
+
+    fn contains(&self, s: &str) -> bool {
+        self.text.lock().unwrap().contains(s)
+    }
+
+    async fn wait_for(&self, s: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.contains(s) {
+            ensure!(
+                Instant::now() < deadline,
+                "console never showed {s:?} in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+type Idm = Framed<Box<dyn ByteStream>, IdmCodec>;
+
+async fn next_body(idm: &mut Idm, what: &str) -> Result<Body> {
+    loop {
+        let packet = tokio::time::timeout(BOOT, idm.next())
+            .await
+            .with_context(|| format!("no IDM packet ({what}) within {BOOT:?}"))?
+            .with_context(|| format!("IDM closed while waiting for {what}"))?
+            .context("IDM stream")?
+            .context("IDM packet")?;
+        if let Some(body) = packet.body {
+            return Ok(body);
+        }
+    }
+}
+
+async fn expect_started(idm: &mut Idm) -> Result<()> {
+    match next_body(idm, "Started").await? {
+        Body::Started(s) => {
+            ensure!(s.workload_pid > 1, "{s:?}");
+            Ok(())
+        }
+        other => bail!("expected Started, got {other:?}"),
+    }
+}
+
+async fn expect_exit(idm: &mut Idm, code: i32) -> Result<()> {
+    match next_body(idm, "Exit").await? {
+        Body::Exit(e) => {
+            ensure!(
+                e.status() == Some(ExitStatus::Code(code)),
+                "exit {:?}, want {code}",
+                e.status()
+            );
+            Ok(())
+        }
+        other => bail!("expected Exit, got {other:?}"),
+    }
+}
+
+fn domid_of(info: &spore_runtime::DomainInfo) -> Result<u16> {
+    info.handle
+        .strip_prefix("domid ")
+        .and_then(|d| d.split(' ').next()?.parse().ok())
+        .with_context(|| format!("handle {:?}", info.handle))
+}
+
+/// The loop devices blkback serves the domain's disks from (our own backend nodes).
+fn loops_of(domid: u16) -> Result<Vec<String>> {
+    let mut xs = XsClient::open()?;
+    let mut out = Vec::new();
+    for devid in [51712, 51728] {
+        let p = format!("/local/domain/0/backend/vbd/{domid}/{devid}/params");
+        if let Some(v) = xs.read_string(&p)? {
+            out.push(v.trim_start_matches("/dev/").to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Asserts that nothing of the zone's domain is left: domain, xenstore nodes, loop devices.
+async fn assert_clean(zone: Uuid, domid: u16, loops: &[String]) -> Result<()> {
+    let hv = PrivCmd::open()?;
+    ensure!(
+        matches!(
+            hv.domain_info(domid),
+            Err(spore_xen::XenError::NoSuchDomain(_))
+        ) || hv.domain_info(domid).is_ok_and(|i| i.handle != *zone.as_bytes()),
+        "domain {domid} still exists"
+    );
+    let mut xs = XsClient::open()?;
+    let mut left = Vec::new();
+    for p in [
+        format!("/local/domain/{domid}"),
+        format!("/vm/{zone}"),
+        format!("/local/domain/0/backend/vbd/{domid}"),
+        format!("/local/domain/0/backend/vif/{domid}"),
+        format!("/local/domain/0/backend/console/{domid}"),
+    ] {
+        if xs.read(&p)?.is_some() {
+            left.push(p);
+        }
+    }
+    ensure!(left.is_empty(), "xenstore nodes left: {left:?}");
+    // Autoclear detaches a loop device once blkback lets go: allow the kernel a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for lo in loops {
+        let f = format!("/sys/block/{lo}/loop/backing_file");
+        while Path::new(&f).exists() {
+            ensure!(Instant::now() < deadline, "{lo} is still attached");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    ensure!(
+        !Path::new(&format!("/sys/bus/xen-backend/devices/vbd-{domid}-51712")).exists(),
+        "blkback still has vbd-{domid}-51712"
+    );
+    Ok(())
+}
+
+async fn backend_test(lab: Lab) -> Result<()> {
+    let t = Instant::now();
+    let backend = XenBackend::new(lab.config())?;
+    result(format!(
+        "backend_new_ms={} xen={} min_memory_mib={}",
+        t.elapsed().as_millis(),
+        backend.xen_version(),
+        backend.min_memory_mib()
+    ));
+    ensure!(backend.list().await?.is_empty(), "no zones at start");
+
+    // Too little memory is refused with the minimum in the message.
+    let mut small = lab.spec("small", "true")?;
+    small.memory_mib = backend.min_memory_mib() - 1;
+    let e = backend.create(&small).await.unwrap_err();
+    ensure!(
+        matches!(e, Error::InvalidSpec { .. })
+            && e.to_string()
+                .contains(&format!("{} MiB", backend.min_memory_mib())),
+        "{e}"
+    );
+    result(format!("too_small_refused=OK msg={e}"));
+
+    // 1. A zone prints, says Started and Exit(0), powers off.
+    let spec = lab.spec("hello", "echo hello from the xen zone; exit 0")?;
+    let rss0 = rss_kib();
+    let req = Instant::now();
+    let info = backend.create(&spec).await?;
+    let to_unpause = req.elapsed();
+    let domid = domid_of(&info)?;
+    let console = Console::spawn(backend.open_console(spec.zone_id).await?);
+    let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
+    expect_started(&mut idm).await?;
+    let to_started = req.elapsed();
+    expect_exit(&mut idm, 0).await?;
+    let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+    ensure!(stop.reason == StopReason::Poweroff, "{stop:?}");
+    console.wait_for("hello from the xen zone", BOOT).await?;
+    let first = console.first.lock().unwrap().context("no console output")?;
+    result(format!(
+        "zone1 domid={domid} request_to_unpause_ms={} request_to_first_console_ms={} request_to_started_ms={} stop={:?}",
+        to_unpause.as_millis(),
+        first.duration_since(req).as_millis(),
+        to_started.as_millis(),
+        stop.reason
+    ));
+    let listed = backend.list().await?;
+    ensure!(
+        listed
+            .iter()
+            .any(|d| d.zone_id == spec.zone_id && !d.running),
+        "a powered-off domain is listed as not running: {listed:?}"
+    );
+    let loops = loops_of(domid)?;
+    ensure!(loops.len() == 2, "two loop devices, got {loops:?}");
+    backend.destroy(spec.zone_id).await?;
+    assert_clean(spec.zone_id, domid, &loops).await?;
+    backend.destroy(spec.zone_id).await?; // idempotent
+    ensure!(
+        std::fs::read_dir(&spec.zone_dir)?.count() == 1,
+        "only the config block is left in the zone directory"
+    );
+    result(format!(
+        "zone1_output_exit0_poweroff_destroy=OK rss_after_first_zone_kib={}",
+        rss_kib().saturating_sub(rss0)
+    ));
+
+    // 2. Exit code 7.
+    let spec = lab.spec("seven", "echo seven; exit 7")?;
+    let info = backend.create(&spec).await?;
+    let domid = domid_of(&info)?;
+    let _console = Console::spawn(backend.open_console(spec.zone_id).await?);
+    let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
+    expect_started(&mut idm).await?;
+    expect_exit(&mut idm, 7).await?;
+    let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+    ensure!(stop.reason == StopReason::Poweroff, "{stop:?}");
+    let loops = loops_of(domid)?;
+    backend.destroy(spec.zone_id).await?;
+    assert_clean(spec.zone_id, domid, &loops).await?;
+    result("zone2_exit7=OK");
+
+    // 3. Three long-running zones at once (one with two vCPUs, one with a NIC).
+    let ticker = "echo up; while true; do echo tick; sleep 1; done";
+    let mut specs = Vec::new();
+    for i in 0..3 {
+        let mut s = lab.spec(&format!("ticker{i}"), ticker)?;
+        if i == 1 {
+            s.vcpus = 2;
+        }
+        if i == 2 {
+            s.nic = Some(NicSpec {
+                mac: "00:16:3e:5a:00:02".into(),
+            });
+        }
+        specs.push(s);
+    }
+    let rss_before = rss_kib();
+    let mut held = Vec::new();
+    for s in &specs {
+        let req = Instant::now();
+        let info = backend.create(s).await?;
+        let console = Console::spawn(backend.open_console(s.zone_id).await?);
+        let idm = Framed::new(backend.open_idm(s.zone_id).await?, IdmCodec::new());
+        held.push((req, domid_of(&info)?, console, idm));
+    }
+    for (i, (req, _, console, idm)) in held.iter_mut().enumerate() {
+        expect_started(idm).await?;
+        console.wait_for("tick", BOOT).await?;
+        result(format!(
+            "ticker{i} started_ms={}",
+            req.elapsed().as_millis()
+        ));
+    }
+    let rss_after = rss_kib();
+    result(format!(
+        "three_zones_running=OK process_rss_kib={rss_after} per_domain_rss_kib={}",
+        rss_after.saturating_sub(rss_before) / 3
+    ));
+    let listed = backend.list().await?;
+    ensure!(
+        listed.len() == 3 && listed.iter().all(|d| d.running),
+        "{listed:?}"
+    );
+
+    // The NIC: netback made vif<domid>.0 and connected.
+    let nic_domid = held[2].1;
+    let vif = format!("/sys/class/net/vif{nic_domid}.0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut xs = XsClient::open()?;
+    let state = format!("/local/domain/0/backend/vif/{nic_domid}/0/state");
+    while !(Path::new(&vif).exists() && xs.read_string(&state)?.as_deref() == Some("4")) {
+        ensure!(
+            Instant::now() < deadline,
+            "vif{nic_domid}.0 not connected (backend state {:?})",
+            xs.read_string(&state)?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    result(format!("vif=OK vif{nic_domid}.0 backend_state=4"));
+
+    // Resources: take the two-vCPU zone down to one vCPU and a smaller balloon target.
+    let two = &specs[1];
+    let two_domid = held[1].1;
+    let e = backend
+        .update_resources(
+            two.zone_id,
+            Resources {
+                vcpus: 3,
+                memory_mib: 128,
+            },
+        )
+        .await
+        .unwrap_err();
+    ensure!(e.to_string().contains("1 to 2 can be online"), "{e}");
+    backend
+        .update_resources(
+            two.zone_id,
+            Resources {
+                vcpus: 1,
+                memory_mib: 100,
+            },
+        )
+        .await?;
+    let hv = PrivCmd::open()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let i = hv.domain_info(two_domid)?;
+        if i.online_vcpus == 1 && i.tot_pages <= 100 * 256 + 256 {
+            result(format!(
+                "update_resources=OK online_vcpus={} tot_pages={}",
+                i.online_vcpus, i.tot_pages
+            ));
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "guest did not follow: online_vcpus={} tot_pages={}",
+            i.online_vcpus,
+            i.tot_pages
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 4. Re-adoption: this backend goes away (as spored would), a fresh one takes over.
+    let ids: Vec<Uuid> = specs.iter().map(|s| s.zone_id).collect();
+    let domids: Vec<u16> = held.iter().map(|h| h.1).collect();
+    drop(held);
+    drop(backend);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let backend = XenBackend::new(lab.config())?;
+    let listed = backend.list().await?;
+    ensure!(
+        listed.len() == 3 && listed.iter().all(|d| d.running && ids.contains(&d.zone_id)),
+        "fresh backend lists {listed:?}"
+    );
+    let console = Console::spawn(backend.open_console(ids[0]).await?);
+    console.wait_for("tick", Duration::from_secs(30)).await?;
+    let mut idm = Framed::new(backend.open_idm(ids[0]).await?, IdmCodec::new());
+    idm.send(IdmPacket::request(5, Body::Ping(proto::Ping { nonce: 77 })))
+        .await?;
+    match next_body(&mut idm, "Pong").await? {
+        Body::Pong(p) => ensure!(p.nonce == 77, "{p:?}"),
+        other => bail!("expected Pong, got {other:?}"),
+    }
+    // Opening again in the same process replaces the old connection.
+    let again = Console::spawn(backend.open_console(ids[0]).await?);
+    again.wait_for("tick", Duration::from_secs(30)).await?;
+    result("readopt_list_console_idm=OK");
+
+    // 5. Destroy while running.
+    let loops = loops_of(domids[0])?;
+    let t = Instant::now();
+    backend.destroy(ids[0]).await?;
+    let destroy_ms = t.elapsed().as_millis();
+    assert_clean(ids[0], domids[0], &loops).await?;
+    result(format!("destroy_running=OK destroy_ms={destroy_ms}"));
+
+    // 6. A domain killed behind spore's back: wait_stopped says Killed.
+    let waiter = {
+        let b = backend.clone();
+        let id = ids[1];
+        tokio::spawn(async move { b.wait_stopped(id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(!waiter.is_finished(), "wait_stopped returned for a running zone");
+    let loops = loops_of(domids[1])?;
+    hv.destroy(domids[1])?;
+    let stop = tokio::time::timeout(Duration::from_secs(30), waiter).await???;
+    ensure!(stop.reason == StopReason::Killed, "{stop:?}");
+    backend.destroy(ids[1]).await?;
+    assert_clean(ids[1], domids[1], &loops).await?;
+    result(format!("killed_outside=OK detail={:?}", stop.detail));
+
+    // 7. A guest kernel crash: wait_stopped says Crash.
+    let spec = lab.spec("crash", "echo c > /proc/sysrq-trigger; sleep 60")?;
+    let info = backend.create(&spec).await?;
+    let domid = domid_of(&info)?;
+    let _console = Console::spawn(backend.open_console(spec.zone_id).await?);
+    let _idm = backend.open_idm(spec.zone_id).await?;
+    let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+    let loops = loops_of(domid)?;
+    backend.destroy(spec.zone_id).await?;
+    assert_clean(spec.zone_id, domid, &loops).await?;
+    result(format!("crash stop={:?} detail={:?}", stop.reason, stop.detail));
+    ensure!(stop.reason == StopReason::Crash, "{stop:?}");
+
+    // The last ticker, then nothing is left.
+    let loops = loops_of(domids[2])?;
+    backend.destroy(ids[2]).await?;
+    assert_clean(ids[2], domids[2], &loops).await?;
+    ensure!(
+        !Path::new(&format!("/sys/class/net/vif{}.0", domids[2])).exists(),
+        "vif{}.0 is left",
+        domids[2]
+    );
+    ensure!(backend.list().await?.is_empty(), "zones left");
+    result("all_destroyed=OK");
+    Ok(())
+}
+
+/// `xl create` of the same kernel, initrd and disks, timed the same way: until it returns
+/// (the domain is unpaused) and until the first byte reaches xenconsoled's log.
+async fn peer(lab: Lab, runs: u32) -> Result<()> {
+    for run in 1..=runs {
+        let spec = lab.spec(&format!("xl-peer-{run}"), "echo peer; exit 0")?;
+        let name = format!("xl-peer-{run}");
+        let cfg = spec.zone_dir.join("xl.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{}\"\nramdisk = \"{}\"\nextra = \"{}\"\nmemory = {}\nvcpus = 1\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\ndisk = [ 'format=raw,vdev=xvda,access=ro,target={}', 'format=raw,vdev=xvdb,access=ro,target={}' ]\n",
+                spec.kernel.display(),
+                spec.initrd.display(),
+                spec.kernel_cmdline,
+                spec.memory_mib,
+                spec.root_image.display(),
+                spec.config_block.display()
+            ),
+        )?;
+        let log = PathBuf::from(format!("/var/log/xen/console/guest-{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let req = Instant::now();
+        let out = tokio::process::Command::new("xl")
+            .args(["create", "-q"])
+            .arg(&cfg)
+            .output()
+            .await?;
+        let returned = req.elapsed();
+        ensure!(
+            out.status.success(),
+            "xl create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + BOOT;
+        let first = loop {
+            if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+                break req.elapsed();
+            }
+            ensure!(Instant::now() < deadline, "no console output from {name}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        result(format!(
+            "peer run={run} xl_create_return_ms={} request_to_first_console_ms={}",
+            returned.as_millis(),
+            first.as_millis()
+        ));
+        let _ = tokio::process::Command::new("xl")
+            .args(["destroy", &name])
+            .output()
+            .await;
+        std::fs::remove_dir_all(&spec.zone_dir)?;
+    }
+    Ok(())
+}
