@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use spore_api::v1;
 use spore_runtime::qemu::{AccelChoice, QemuBackend, QemuConfig};
+use spore_runtime::xen::{XenBackend, XenConfig};
 use spore_runtime::{Backend, BackendKind, HostProbe};
 
 use crate::api::api_kind;
@@ -79,7 +80,19 @@ pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {
 /// Builds a backend the probe found usable; also says how it runs zones.
 async fn build(kind: BackendKind, config: &Config) -> Result<(Arc<dyn Backend>, String), String> {
     match kind {
-        BackendKind::Xen => Err("the Xen backend is not part of this spore build yet".into()),
+        BackendKind::Xen => {
+            let xen = XenConfig {
+                guest_kernel: Some(config.guest_kernel()),
+                guest_initrd: Some(config.guest_initrd()),
+                ..XenConfig::new(config.state_dir.join("zones"))
+            };
+            // Blocking: opens the Xen devices and reads the hypervisor version.
+            let backend = tokio::task::spawn_blocking(move || XenBackend::new(xen))
+                .await
+                .map_err(|e| format!("the Xen backend's start panicked: {e}"))?
+                .map_err(|e| e.to_string())?;
+            Ok((Arc::new(backend), "PV domains built by spore".into()))
+        }
         BackendKind::Qemu => {
             let accel = match config.qemu.accel.as_str() {
                 "kvm" => AccelChoice::Kvm,
