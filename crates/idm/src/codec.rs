@@ -38,6 +38,11 @@ impl IdmCodec {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Bytes handed to the protobuf decoder so far (each received byte at most once).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.resync.decoded_bytes()
+    }
 }
 
 impl Decoder for IdmCodec {

@@ -6,6 +6,12 @@
 //! plausible length is followed by those five bytes, and only then decodes. It never throws the
 //! whole buffer away (krata did, and lost the good frames queued behind a bad one).
 //!
+//! A candidate whose length and magic look right but whose body does not decode is dropped
+//! whole, not one byte at a time: otherwise a peer can pack a candidate header every few bytes,
+//! each claiming nearly 1 MiB of body that parses until its last byte, and make the reader
+//! decode almost every byte once per candidate (1.2 MB of such bytes cost 46 s of CPU before
+//! this rule). With it, no byte reaches the protobuf decoder twice.
+//!
 //! The scanning logic works on plain byte slices ([`scan`]) so the synchronous
 //! [`FrameDecoder`] and the tokio codec share it exactly.
 
@@ -82,40 +88,62 @@ enum Front {
     NeedMore,
     /// A whole valid frame of `4 + len` bytes.
     Frame { len: usize, packet: IdmPacket },
-    /// The first byte cannot start a frame.
-    Bad(SkipReason),
+    /// The first `skip` bytes cannot start a frame.
+    Bad { skip: usize, reason: SkipReason },
 }
 
-fn front(buf: &[u8]) -> Front {
+/// Looks at the front of `buf`; `decoded` counts the bytes handed to the protobuf decoder.
+fn front(buf: &[u8], decoded: &mut u64) -> Front {
     let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
         return Front::NeedMore;
     };
     let raw_len = u32::from_le_bytes(*header);
     let len = raw_len as usize;
     if !(MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&len) {
-        return Front::Bad(SkipReason::BadLength(raw_len));
+        return Front::Bad {
+            skip: 1,
+            reason: SkipReason::BadLength(raw_len),
+        };
     }
     let body = &buf[HEADER_LEN..];
     let seen = body.len().min(MIN_FRAME_LEN);
     if body[..seen] != MAGIC_PREFIX[..seen] {
-        return Front::Bad(SkipReason::NoMagic);
+        return Front::Bad {
+            skip: 1,
+            reason: SkipReason::NoMagic,
+        };
     }
     if body.len() < len {
         return Front::NeedMore;
     }
+    *decoded += len as u64;
+    // From here the header was believed: a failure drops the whole candidate (module docs).
+    let skip = HEADER_LEN + len;
     match IdmPacket::decode(&body[..len]) {
         // A later duplicate field 1 would override the prefix; insist on the magic.
         Ok(packet) if packet.magic == MAGIC => Front::Frame { len, packet },
-        Ok(_) => Front::Bad(SkipReason::NoMagic),
-        Err(e) => Front::Bad(SkipReason::Undecodable(e.to_string())),
+        Ok(_) => Front::Bad {
+            skip,
+            reason: SkipReason::NoMagic,
+        },
+        Err(e) => Front::Bad {
+            skip,
+            reason: SkipReason::Undecodable(e.to_string()),
+        },
     }
 }
 
-/// Resynchronisation state carried between calls: skipped bytes not yet reported.
+/// Decoding state carried between calls.
 #[derive(Debug, Default)]
 pub(crate) struct Resync {
+    /// Skipped bytes not yet reported, and why the first of them was skipped.
     skipped: usize,
     first: Option<SkipReason>,
+    /// A frame decoded while a skip report had to go out first: it sits at the front of the
+    /// buffer and is handed out by the next call without decoding it again.
+    pending: Option<(usize, IdmPacket)>,
+    /// Bytes handed to the protobuf decoder so far.
+    decoded: u64,
 }
 
 impl Resync {
@@ -124,25 +152,33 @@ impl Resync {
         let bytes = std::mem::take(&mut self.skipped);
         Some(Error::Skipped { bytes, reason })
     }
+
+    pub(crate) fn decoded_bytes(&self) -> u64 {
+        self.decoded
+    }
 }
 
 /// One decoding step over `buf`: how many bytes to drop from its front, and what to hand out.
 ///
 /// Garbage is reported once per run of skipped bytes (as [`Error::Skipped`]), before the frame
-/// that ends the run. `None` means: feed more bytes.
+/// that ends the run. `None` means: feed more bytes. The caller must drop exactly the bytes it
+/// is told to before calling again.
 pub(crate) fn scan(buf: &[u8], resync: &mut Resync) -> (usize, Option<Result<IdmPacket>>) {
+    if let Some((len, packet)) = resync.pending.take() {
+        return (HEADER_LEN + len, Some(Ok(packet)));
+    }
     let mut at = 0;
     while at < buf.len() {
-        match front(&buf[at..]) {
+        match front(&buf[at..], &mut resync.decoded) {
             Front::NeedMore => break,
-            Front::Bad(reason) => {
-                resync.skipped += 1;
+            Front::Bad { skip, reason } => {
+                resync.skipped += skip;
                 resync.first.get_or_insert(reason);
-                at += 1;
+                at += skip;
             }
             Front::Frame { len, packet } => {
                 if let Some(report) = resync.take_report() {
-                    // The frame is decoded again on the next call; garbage is the rare path.
+                    resync.pending = Some((len, packet));
                     return (at, Some(Err(report)));
                 }
                 return (at + HEADER_LEN + len, Some(Ok(packet)));
@@ -154,6 +190,8 @@ pub(crate) fn scan(buf: &[u8], resync: &mut Resync) -> (usize, Option<Result<Idm
 
 /// Reports what is left when the stream ends: a partial frame is an error.
 pub(crate) fn at_eof(buffered: usize, resync: &mut Resync) -> Option<Error> {
+    // Callers only get here after `scan` said "need more", so nothing is pending.
+    resync.pending = None;
     if let Some(report) = resync.take_report() {
         return Some(report);
     }
@@ -216,5 +254,11 @@ impl FrameDecoder {
     /// Bytes received but not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
+    }
+
+    /// Bytes handed to the protobuf decoder so far. Never more than the bytes pushed: each byte
+    /// is decoded at most once, whatever the peer sends.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.resync.decoded_bytes()
     }
 }

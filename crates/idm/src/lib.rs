@@ -27,6 +27,8 @@ mod codec;
 pub mod config_block;
 mod error;
 mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod launch;
 mod packet;
 mod sync;
@@ -46,5 +48,7 @@ pub use packet::ExitStatus;
 pub use proto::IdmPacket;
 pub use sync::{IdmReader, IdmWriter};
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
