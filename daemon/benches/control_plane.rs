@@ -13,11 +13,17 @@
 //!    cannot be created through the API here: spored refuses CreateZone before storing
 //!    anything when no backend is usable, and booting 1000 VMs under TCG is not a benchmark.)
 //! 2. Floors, in this process: the same reply built from the in-memory table (what spored's
-//!    handler does, without gRPC), and from a plain redb read of the database.
+//!    handler does, without gRPC), the same with a sort key that does not clone, and from a
+//!    plain redb read of the database.
 //! 3. spored is started on that state directory with a backend that cannot be used (so
-//!    reconcile leaves the ended zones alone) and measured: start-up time, ListZones p50/p99
-//!    with no watcher, while WATCHERS clients replay the whole event log at once, and with
-//!    WATCHERS clients connected and following; spored's RSS at each step.
+//!    reconcile leaves the ended zones alone) and measured: start-up time; with no watcher,
+//!    ListZones, GetHostStatus (a small reply) and a ListZones that matches nothing (the
+//!    handler's walk without the transfer); ListZones while WATCHERS clients replay the whole
+//!    event log at once, and with WATCHERS clients connected and following; spored's RSS and
+//!    threads at each step.
+//!
+//! spored inherits this process's environment: `MALLOC_ARENA_MAX=2 cargo bench ...` measures
+//! it with glibc's malloc limited to two arenas.
 //!
 //! Every watcher has its own connection, as separate client processes would.
 
@@ -232,44 +238,69 @@ fn record(i: usize) -> ZoneRecord {
 
 // --------------------------------------------------------------------------------- floors
 
-/// The same reply without spored: from the in-memory table as the handler builds it, and from
-/// a plain redb read.
+/// The same reply without spored and without gRPC: built from the in-memory zone table as the
+/// ListZones handler builds it (`Zones::list`: clone, sort, then encode); the same with a sort
+/// key that borrows instead of cloning each zone's status (what `Zones::list` would cost with
+/// that change); and from a plain redb read of the database.
 fn floors(db: &Path, calls: usize) -> Result<()> {
     let store = Store::open(db, 10_000)?;
     let zones = Zones::load(store.clone(), EventBus::new(16))?;
-    let mut memory = Vec::with_capacity(calls);
-    let mut bytes = 0;
-    for _ in 0..calls {
-        let t = Instant::now();
-        let reply = v1::ListZonesResponse {
-            zones: zones.list().into_iter().filter_map(|r| r.zone).collect(),
-        };
-        bytes = reply.encode_to_vec().len();
-        memory.push(t.elapsed());
-    }
-    let mut redb = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        let reply = v1::ListZonesResponse {
-            zones: store
-                .load_zones()?
-                .into_iter()
-                .filter_map(|r| r.zone)
-                .collect(),
-        };
-        std::hint::black_box(reply.encode_to_vec());
-        redb.push(t.elapsed());
-    }
-    println!("reply: {bytes} bytes ({:.1} KiB)", bytes as f64 / 1024.0);
-    report(
-        "floor: in-process, from the zone table (clone, sort, encode)",
-        &mut memory,
+    let encode = |records: Vec<ZoneRecord>| {
+        v1::ListZonesResponse {
+            zones: records.into_iter().filter_map(|r| r.zone).collect(),
+        }
+        .encode_to_vec()
+    };
+    println!(
+        "reply: {} bytes for {} zones",
+        encode(zones.list()).len(),
+        zones.list().len()
     );
+
+    let mut table = time(calls, || Ok(encode(zones.list())))?;
+    report(
+        "floor: in-process, zone table as the handler does it (clone, sort, encode)",
+        &mut table,
+    );
+
+    let ids: Vec<Uuid> = zones.list().iter().map(|r| r.uuid()).collect();
+    let created = |r: &ZoneRecord| {
+        r.zone()
+            .status
+            .as_ref()
+            .and_then(|s| s.created_at)
+            .map(|t| (t.seconds, t.nanos))
+    };
+    let mut borrowed = time(calls, || {
+        let mut records: Vec<ZoneRecord> = ids.iter().filter_map(|id| zones.get(*id)).collect();
+        records.sort_by(|a, b| {
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.zone().id.cmp(&b.zone().id))
+        });
+        Ok(encode(records))
+    })?;
+    report(
+        "floor: in-process, zone table with a borrowed sort key (clone, sort, encode)",
+        &mut borrowed,
+    );
+
+    let mut redb = time(calls, || Ok(encode(store.load_zones()?)))?;
     report(
         "floor: in-process, plain redb read (read, decode, encode)",
         &mut redb,
     );
     Ok(())
+}
+
+fn time(calls: usize, mut f: impl FnMut() -> Result<Vec<u8>>) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        std::hint::black_box(f()?);
+        samples.push(t.elapsed());
+    }
+    Ok(samples)
 }
 
 // -------------------------------------------------------------------------------- spored
@@ -386,6 +417,30 @@ async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Res
     }
     let mut idle = list_zones(&mut client, args.calls).await?;
     report("spored ListZones, no watchers", &mut idle);
+    // Where the time goes: a call with a small reply, and ListZones with an empty reply (the
+    // handler still walks every zone).
+    let mut small = Vec::with_capacity(args.calls);
+    for _ in 0..args.calls {
+        let t = Instant::now();
+        client.get_host_status(v1::GetHostStatusRequest {}).await?;
+        small.push(t.elapsed());
+    }
+    report(
+        "spored GetHostStatus (small reply), no watchers",
+        &mut small,
+    );
+    let mut empty = Vec::with_capacity(args.calls);
+    let nothing = v1::ListZonesRequest {
+        states: Vec::new(),
+        name: "no-such-zone".into(),
+    };
+    for _ in 0..args.calls {
+        let t = Instant::now();
+        let reply = client.list_zones(nothing.clone()).await?.into_inner();
+        anyhow::ensure!(reply.zones.is_empty(), "the name filter matched a zone");
+        empty.push(t.elapsed());
+    }
+    report("spored ListZones matching no zone, no watchers", &mut empty);
     println!("  after: {}", spored.rss());
 
     // Watchers connect and replay the whole log while ListZones is being measured.
