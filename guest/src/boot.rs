@@ -105,6 +105,7 @@ impl Boot {
         ensure_std_fds();
         // Blocked from here on, so no SIGCHLD or SIGTERM is lost before the main loop.
         let signals = sys::SignalFd::new().context("cannot create the signalfd")?;
+        sys::ignore_job_control_signals();
 
         self.times.modules_start = sys::boottime_ns();
         let loaded = modules::load_all();
@@ -176,6 +177,10 @@ impl Boot {
             };
             if let Err(e) = mode {
                 alert!("cannot set the console mode: {e}");
+            }
+            if spec.tty {
+                sys::own_terminal(console.as_fd())
+                    .context("cannot make hvc0 init's controlling terminal")?;
             }
         }
         info!(

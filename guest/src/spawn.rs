@@ -178,8 +178,13 @@ pub fn spawn(spec: &ProcessSpec, rlimits: &[Rlimit], stdio: &Stdio) -> Result<pi
         .map(|l| (rlimit_number(l.resource), l.soft, l.hard))
         .collect();
     let groups: Vec<libc::gid_t> = spec.user.groups.clone();
-    let controlling =
-        matches!(stdio, Stdio::Pty(_)) || (matches!(stdio, Stdio::Console) && spec.tty);
+    // How the child relates to its terminal. The console workload with a tty joins init's
+    // session (init holds hvc0 as its controlling terminal, see `sys::own_terminal`) in a
+    // foreground group of its own: it gets job control and ^C, and its exit hangs nothing up.
+    // Everything else leads a new session; only a pty becomes a controlling terminal there, so
+    // a console workload without a tty never holds hvc0 as one.
+    let foreground = matches!(stdio, Stdio::Console) && spec.tty;
+    let controlling = matches!(stdio, Stdio::Pty(_));
 
     let (status_read, status_write) = sys::pipe().map_err(|e| SpawnError {
         exit_code: 126,
@@ -199,19 +204,28 @@ pub fn spawn(spec: &ProcessSpec, rlimits: &[Rlimit], stdio: &Stdio) -> Result<pi
             child::write_all(report, &msg);
             child::exit(exit_code_for(errno));
         };
-        child::reset_signals().unwrap_or_else(|e| fail(Step::Signals, e));
-        child::setsid().unwrap_or_else(|e| fail(Step::Session, e));
+        if foreground {
+            child::own_process_group().unwrap_or_else(|e| fail(Step::Session, e));
+        } else {
+            child::setsid().unwrap_or_else(|e| fail(Step::Session, e));
+        }
         let fds = match (stdio, &c_terminal) {
             (Stdio::Fds(fds), _) => *fds,
             (_, Some(term)) => {
-                let fd = child::open(term, libc::O_RDWR).unwrap_or_else(|e| fail(Step::Stdio, e));
-                if controlling {
+                // O_NOCTTY: a session leader opening a terminal would otherwise acquire it.
+                let fd = child::open(term, libc::O_RDWR | libc::O_NOCTTY)
+                    .unwrap_or_else(|e| fail(Step::Stdio, e));
+                if foreground {
+                    // Still with init's dispositions: SIGTTOU ignored.
+                    child::take_foreground(fd).unwrap_or_else(|e| fail(Step::Terminal, e));
+                } else if controlling {
                     child::set_controlling_tty(fd).unwrap_or_else(|e| fail(Step::Terminal, e));
                 }
                 [fd, fd, fd]
             }
             (_, None) => fail(Step::Stdio, std::io::Error::from_raw_os_error(libc::EINVAL)),
         };
+        child::reset_signals().unwrap_or_else(|e| fail(Step::Signals, e));
         for (target, fd) in fds.into_iter().enumerate() {
             let target = target as RawFd;
             if fd == target {

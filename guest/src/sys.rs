@@ -246,6 +246,35 @@ pub const HANDLED_SIGNALS: [libc::c_int; 6] = [
     libc::SIGPWR,
 ];
 
+/// Job-control signals PID 1 ignores: it touches the console from the background while a tty
+/// workload's process group is in the foreground, and a stop or a SIGTTOU that PID 1 cannot
+/// take would otherwise make those calls fail or restart forever.
+pub const JOB_CONTROL_SIGNALS: [libc::c_int; 3] = [libc::SIGTTOU, libc::SIGTTIN, libc::SIGTSTP];
+
+pub fn ignore_job_control_signals() {
+    for sig in JOB_CONTROL_SIGNALS {
+        // SAFETY: setting a catchable signal's disposition to SIG_IGN.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// Makes PID 1 a session leader with `fd` (a terminal) as its controlling terminal, so a
+/// workload can have the terminal in its own foreground process group without leading the
+/// session: when a session leader exits, the kernel hangs its (non-pty) terminal up, which
+/// discards output not yet sent and leaves every open descriptor of it dead.
+pub fn own_terminal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: no arguments. EPERM: already a session (or group) leader, which is fine.
+    if unsafe { libc::setsid() } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err);
+        }
+    }
+    // SAFETY: TIOCSCTTY takes an int by value; 1 steals the terminal from another session.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 1 as libc::c_int) })?;
+    Ok(())
+}
+
 /// A signalfd for [`HANDLED_SIGNALS`], which are blocked so they queue on the fd.
 #[derive(Debug)]
 pub struct SignalFd {
@@ -500,6 +529,21 @@ pub mod child {
         Ok(())
     }
 
+    /// A new process group led by this process (in the caller's session).
+    pub fn own_process_group() -> io::Result<()> {
+        // SAFETY: no memory effects.
+        check(unsafe { libc::setpgid(0, 0) })?;
+        Ok(())
+    }
+
+    /// Puts this process's group in the foreground of `fd`, the session's controlling terminal.
+    /// Needs SIGTTOU ignored or blocked when called from the background.
+    pub fn take_foreground(fd: RawFd) -> io::Result<()> {
+        // SAFETY: getpgrp and tcsetpgrp have no memory effects.
+        check(unsafe { libc::tcsetpgrp(fd, libc::getpgrp()) })?;
+        Ok(())
+    }
+
     /// Makes `fd` (a terminal) the controlling terminal of this session, stealing it if needed.
     pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
         // SAFETY: TIOCSCTTY takes an int argument by value.
@@ -539,7 +583,11 @@ pub mod child {
         unsafe { libc::sigemptyset(&mut set) };
         // SIGPIPE too: Rust's runtime ignores it in init, and an ignored disposition would
         // survive exec.
-        for sig in HANDLED_SIGNALS.into_iter().chain([libc::SIGPIPE]) {
+        for sig in HANDLED_SIGNALS
+            .into_iter()
+            .chain(JOB_CONTROL_SIGNALS)
+            .chain([libc::SIGPIPE])
+        {
             // SAFETY: restoring the default action of a catchable signal.
             unsafe { libc::signal(sig, libc::SIG_DFL) };
         }

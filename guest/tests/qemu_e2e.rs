@@ -187,6 +187,7 @@ struct Boot {
     overrides: Overrides,
     network: Option<NetworkConfig>,
     rlimits: Vec<Rlimit>,
+    hosts: Vec<HostEntry>,
     /// `-netdev user` (slirp) with this MAC.
     nic: Option<&'static str>,
 }
@@ -199,6 +200,7 @@ impl Boot {
             overrides: Overrides::default(),
             network: None,
             rlimits: vec![],
+            hosts: vec![],
             nic: None,
         }
     }
@@ -218,6 +220,7 @@ impl Boot {
         let mut cfg = config(self.format, size, self.image, self.overrides);
         cfg.network = self.network;
         cfg.rlimits = self.rlimits;
+        cfg.hosts = self.hosts;
         let cfg_path = dir.path().join("config.img");
         config_block::write_to(&cfg_path, &cfg).unwrap();
 
@@ -468,23 +471,29 @@ impl Zone {
         }
     }
 
+    /// Prints the boot breakdown (docs/guest.md quotes it): host-side time to the first console
+    /// byte, and the guest's Started timestamps relative to the kernel's start and to init's.
     fn report_times(&self, started: &proto::Started) {
         let boot = self
             .first_output
             .lock()
             .unwrap()
             .map(|t| t - self.started_at);
+        let us = |ns: u64| ns / 1000;
+        let since_init = |ns: u64| us(ns - started.init_start_ns);
+        let modules = started.modules_loaded_ns - started.modules_start_ns;
         eprintln!(
-            "timing: qemu start -> first console output {:?}; guest: init {} ms after kernel start, \
-             modules {} us, init start -> workload exec {} us (without modules {} us)",
-            boot,
-            started.init_start_ns / 1_000_000,
-            (started.modules_loaded_ns - started.modules_start_ns) / 1000,
-            (started.workload_exec_ns - started.init_start_ns) / 1000,
-            (started.workload_exec_ns
-                - started.init_start_ns
-                - (started.modules_loaded_ns - started.modules_start_ns))
-                / 1000,
+            "timing: qemu start -> first console byte {boot:?}; guest (CLOCK_BOOTTIME): \
+             init start {} us after kernel start; since init start: modules start {} us, \
+             modules loaded {} us ({} us loading), rootfs ready {} us, workload exec {} us; \
+             init start -> exec without module loading {} us",
+            us(started.init_start_ns),
+            since_init(started.modules_start_ns),
+            since_init(started.modules_loaded_ns),
+            us(modules),
+            since_init(started.rootfs_ready_ns),
+            since_init(started.workload_exec_ns),
+            us(started.workload_exec_ns - started.init_start_ns - modules),
         );
     }
 }
@@ -613,6 +622,88 @@ fn signal_death_is_reported_as_a_signal() {
     );
 }
 
+/// docker's rules where image config and launch overrides meet: the entrypoint kept with a
+/// replaced cmd, launch env over image env, the default PATH, the launch working dir and a
+/// `uid:gid` user (explicit group: no supplementary groups, HOME from /etc/passwd). Also the
+/// workload's own session, the writable overlay root, the container mounts, /etc/hostname and
+/// extra /etc/hosts entries, and an image without resolv.conf left without one.
+#[test]
+fn launch_overrides_follow_docker_rules() {
+    let script = r#"echo "argv0=$0 first=$1"
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G) home=$HOME"
+echo "shared=$SHARED only=$ONLY_IMAGE path=$PATH term=${TERM-unset} hostname=$HOSTNAME"
+echo "cwd=$(pwd)"
+set -- $(sed 's/.*) //' /proc/$$/stat)
+echo "ppid=$2 session-leader=$([ "$4" = $$ ] && echo yes || echo no)"
+echo data > /tmp/written && echo "root writable: $(cat /tmp/written) on $(awk '$2 == "/" {print $3}' /proc/mounts)"
+for m in /dev/pts /dev/shm /dev/mqueue /sys/fs/cgroup; do printf '%s=%s ' $m $(awk -v m=$m '$2 == m {print $3}' /proc/mounts); done; echo
+echo "etc/hostname=$(cat /etc/hostname)"
+grep 'db' /etc/hosts
+[ -e /etc/resolv.conf ] && echo "resolv.conf exists" || echo "no resolv.conf"
+exit 0"#;
+    let image = ImageConfig {
+        entrypoint: vec!["/bin/sh".into(), "-c".into()],
+        cmd: vec!["echo image cmd ran".into()],
+        env: vec!["SHARED=image".into(), "ONLY_IMAGE=kept".into()],
+        working_dir: "/image/dir".into(),
+        user: "app".into(),
+    };
+    let mut boot = Boot::new(image);
+    boot.overrides.cmd = Some(vec![script.into(), "dollar-zero".into(), "one".into()]);
+    boot.overrides.env = vec!["SHARED=launch".into()];
+    boot.overrides.working_dir = Some("/launch/dir".into());
+    boot.overrides.user = Some("1000:50".into());
+    boot.hosts = vec![HostEntry {
+        ip: "10.1.2.3".parse().unwrap(),
+        names: vec!["db".into(), "db.internal".into()],
+    }];
+    let mut zone = boot.start();
+    let started = zone.started();
+    zone.report_times(&started);
+    assert_eq!(zone.exit(), ExitStatus::Code(0));
+    let console = zone.powered_off();
+    for want in [
+        "argv0=dollar-zero first=one\n",
+        "uid=1000 gid=50 groups=50 home=/home/app\n",
+        "shared=launch only=kept \
+         path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin term=unset \
+         hostname=e2e-zone\n",
+        "cwd=/launch/dir\n",
+        "ppid=1 session-leader=yes\n",
+        "root writable: data on overlay\n",
+        "/dev/pts=devpts /dev/shm=tmpfs /dev/mqueue=mqueue /sys/fs/cgroup=cgroup2 \n",
+        "etc/hostname=e2e-zone\n",
+        "10.1.2.3\tdb db.internal\n",
+        "no resolv.conf\n",
+    ] {
+        assert!(console.contains(want), "missing {want:?} in:\n{console}");
+    }
+    assert!(!console.contains("image cmd ran"), "{console}");
+}
+
+/// docker's 126 for a program that exists but cannot be executed.
+#[test]
+fn not_executable_exits_126() {
+    let mut boot = Boot::new(ImageConfig {
+        cmd: vec!["/etc/locked".into()],
+        ..Default::default()
+    });
+    boot.format = RootFormat::Erofs;
+    let mut zone = boot.start();
+    let error = zone.wait_packet("Error", |p| match &p.body {
+        Some(Body::Error(e)) => Some(e.clone()),
+        _ => None,
+    });
+    let want = "exec: \"/etc/locked\": permission denied";
+    assert_eq!((error.message.as_str(), error.fatal), (want, false));
+    assert_eq!(zone.exit(), ExitStatus::Code(126));
+    let console = zone.powered_off();
+    assert!(
+        console.contains(&format!("spore-init: {want}\n")),
+        "{console}"
+    );
+}
+
 /// docker's 127 for a command that is not in PATH, with the reason on the console and in IDM.
 #[test]
 fn missing_command_exits_127() {
@@ -643,12 +734,15 @@ fn missing_command_exits_127() {
     );
 }
 
-/// With a tty: hvc0 is the controlling terminal. Exec sessions (pipes and pty) run beside the
-/// workload; Shutdown delivers SIGTERM, which the workload traps.
+/// With a tty: hvc0 is the controlling terminal of init's session and the workload's own
+/// process group is its foreground group (so the workload's exit hangs nothing up). Exec
+/// sessions (pipes and pty) run beside the workload; Shutdown delivers SIGTERM, which the
+/// workload traps.
 #[test]
 fn shutdown_forwards_sigterm_and_exec_works() {
     let script = r#"trap 'echo got SIGTERM; exit 42' TERM
-echo "tty=$(tty) term=$TERM"
+set -- $(sed 's/.*) //' /proc/$$/stat)
+echo "tty=$(tty) term=$TERM session=$4 own-group=$([ $3 = $$ ] && echo yes) foreground=$([ $6 = $$ ] && echo yes)"
 echo ready
 while true; do sleep 0.1; done"#;
     let mut boot = Boot::new(sh(script));
@@ -762,7 +856,7 @@ while true; do sleep 0.1; done"#;
     assert_eq!(zone.exit(), ExitStatus::Code(42));
     let console = zone.powered_off();
     assert!(
-        console.contains("tty=/dev/hvc0 term=xterm\r\n"),
+        console.contains("tty=/dev/hvc0 term=xterm session=1 own-group=yes foreground=yes\r\n"),
         "{console}"
     );
     assert!(console.contains("got SIGTERM\r\n"), "{console}");
@@ -779,7 +873,7 @@ fn network_rlimits_and_grace_period() {
     let script = format!(
         r#"echo "nofile=$(ulimit -n) $(ip -o link show eth0 | grep -o 'mtu [0-9]*')"
 echo "resolv=$(cat /etc/resolv.conf)"
-ip -o addr show dev eth0 | grep -o 'inet6\? [^ ]*' | tr '\n' ' '; echo
+ip -o addr show dev eth0 | grep -o 'inet6\? [^ ]*' | grep -v 'inet6 fe80:' | tr '\n' ' '; echo
 ip route show default; ip -6 route show default
 echo via-ipv4 | nc 10.0.2.2 {p4} && echo sent4
 [ {p6} = 0 ] || (echo via-ipv6 | nc fec0::2 {p6} && echo sent6)
