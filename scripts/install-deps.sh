@@ -12,6 +12,8 @@ APT_PACKAGES=(
   docker-registry umoci skopeo squashfs-tools erofs-utils
   # guest bundle, QEMU backend, Xen lab
   qemu-system-x86 busybox-static cpio e2fsprogs xz-utils zstd lz4 gzip dpkg apt
+  # static (musl) builds of binaries with C dependencies, e.g. the Xen lab driver
+  musl-tools
   # tests and benchmarks
   time iproute2 util-linux procps socat
 )

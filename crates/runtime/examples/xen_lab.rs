@@ -253,7 +253,9 @@ async fn assert_clean(zone: Uuid, domid: u16, loops: &[String]) -> Result<()> {
         matches!(
             hv.domain_info(domid),
             Err(spore_xen::XenError::NoSuchDomain(_))
-        ) || hv.domain_info(domid).is_ok_and(|i| i.handle != *zone.as_bytes()),
+        ) || hv
+            .domain_info(domid)
+            .is_ok_and(|i| i.handle != *zone.as_bytes()),
         "domain {domid} still exists"
     );
     let mut xs = XsClient::open()?;
@@ -511,7 +513,10 @@ async fn backend_test(lab: Lab) -> Result<()> {
         tokio::spawn(async move { b.wait_stopped(id).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ensure!(!waiter.is_finished(), "wait_stopped returned for a running zone");
+    ensure!(
+        !waiter.is_finished(),
+        "wait_stopped returned for a running zone"
+    );
     let loops = loops_of(domids[1])?;
     hv.destroy(domids[1])?;
     let stop = tokio::time::timeout(Duration::from_secs(30), waiter).await???;
@@ -530,7 +535,10 @@ async fn backend_test(lab: Lab) -> Result<()> {
     let loops = loops_of(domid)?;
     backend.destroy(spec.zone_id).await?;
     assert_clean(spec.zone_id, domid, &loops).await?;
-    result(format!("crash stop={:?} detail={:?}", stop.reason, stop.detail));
+    result(format!(
+        "crash stop={:?} detail={:?}",
+        stop.reason, stop.detail
+    ));
     ensure!(stop.reason == StopReason::Crash, "{stop:?}");
 
     // The last ticker, then nothing is left.

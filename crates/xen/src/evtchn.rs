@@ -46,7 +46,7 @@ impl EvtChn {
         Ok(Self { fd: f.into() })
     }
 
-    fn ioctl<T>(&self, what: &'static str, req: libc::c_ulong, arg: &mut T) -> Result<u32> {
+    fn ioctl<T>(&self, what: &'static str, req: libc::Ioctl, arg: &mut T) -> Result<u32> {
         // SAFETY: `req` is an evtchn ioctl whose argument struct is `T` (sys::ioctl pairs
         // them), and `arg` is a live, exclusively borrowed T.
         let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), req, arg as *mut T) };

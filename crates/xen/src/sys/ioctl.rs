@@ -5,9 +5,11 @@
 //! are computed here with [`ioc_none`].
 
 /// `_IOC(_IOC_NONE, ty, nr, size)` from `include/uapi/asm-generic/ioctl.h`:
-/// nr in bits 0..8, type in 8..16, size in 16..30, direction (0 = none) in 30..32.
-pub const fn ioc_none(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
-    ((size as libc::c_ulong) << 16) | ((ty as libc::c_ulong) << 8) | nr as libc::c_ulong
+/// nr in bits 0..8, type in 8..16, size in 16..30, direction (0 = none) in 30..32. The type is
+/// `libc::Ioctl`: `unsigned long` for glibc, `int` for musl (the lab driver is a static musl
+/// binary).
+pub const fn ioc_none(ty: u8, nr: u8, size: usize) -> libc::Ioctl {
+    ((size as libc::Ioctl) << 16) | ((ty as libc::Ioctl) << 8) | nr as libc::Ioctl
 }
 
 // ---------------------------------------------------------------- privcmd
@@ -44,10 +46,10 @@ pub struct PrivcmdMmapResource {
     pub addr: u64,
 }
 
-pub const IOCTL_PRIVCMD_HYPERCALL: libc::c_ulong = ioc_none(b'P', 0, size_of::<PrivcmdHypercall>());
-pub const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::c_ulong =
+pub const IOCTL_PRIVCMD_HYPERCALL: libc::Ioctl = ioc_none(b'P', 0, size_of::<PrivcmdHypercall>());
+pub const IOCTL_PRIVCMD_MMAPBATCH_V2: libc::Ioctl =
     ioc_none(b'P', 4, size_of::<PrivcmdMmapBatchV2>());
-pub const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::c_ulong =
+pub const IOCTL_PRIVCMD_MMAP_RESOURCE: libc::Ioctl =
     ioc_none(b'P', 7, size_of::<PrivcmdMmapResource>());
 
 // ---------------------------------------------------------------- evtchn
@@ -76,12 +78,12 @@ pub struct EvtchnPort {
     pub port: u32,
 }
 
-pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::c_ulong =
+pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: libc::Ioctl =
     ioc_none(b'E', 1, size_of::<EvtchnBindInterdomain>());
-pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::c_ulong =
+pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: libc::Ioctl =
     ioc_none(b'E', 2, size_of::<EvtchnBindUnboundPort>());
-pub const IOCTL_EVTCHN_UNBIND: libc::c_ulong = ioc_none(b'E', 3, size_of::<EvtchnPort>());
-pub const IOCTL_EVTCHN_NOTIFY: libc::c_ulong = ioc_none(b'E', 4, size_of::<EvtchnPort>());
+pub const IOCTL_EVTCHN_UNBIND: libc::Ioctl = ioc_none(b'E', 3, size_of::<EvtchnPort>());
+pub const IOCTL_EVTCHN_NOTIFY: libc::Ioctl = ioc_none(b'E', 4, size_of::<EvtchnPort>());
 
 // ---------------------------------------------------------------- gntdev
 // Source: include/uapi/xen/gntdev.h (Linux).
@@ -125,10 +127,10 @@ pub struct GntdevUnmapNotify {
 /// Size the header-with-one-ref C struct has: the ioctl number encodes it.
 pub const GNTDEV_MAP_GRANT_REF_SIZE: usize =
     size_of::<GntdevMapGrantRefHeader>() + size_of::<GntdevGrantRef>();
-pub const IOCTL_GNTDEV_MAP_GRANT_REF: libc::c_ulong = ioc_none(b'G', 0, GNTDEV_MAP_GRANT_REF_SIZE);
-pub const IOCTL_GNTDEV_UNMAP_GRANT_REF: libc::c_ulong =
+pub const IOCTL_GNTDEV_MAP_GRANT_REF: libc::Ioctl = ioc_none(b'G', 0, GNTDEV_MAP_GRANT_REF_SIZE);
+pub const IOCTL_GNTDEV_UNMAP_GRANT_REF: libc::Ioctl =
     ioc_none(b'G', 1, size_of::<GntdevUnmapGrantRef>());
-pub const IOCTL_GNTDEV_SET_UNMAP_NOTIFY: libc::c_ulong =
+pub const IOCTL_GNTDEV_SET_UNMAP_NOTIFY: libc::Ioctl =
     ioc_none(b'G', 7, size_of::<GntdevUnmapNotify>());
 /// `UNMAP_NOTIFY_SEND_EVENT`: the driver notifies the port when the mapping goes away.
 pub const UNMAP_NOTIFY_SEND_EVENT: u32 = 0x2;
@@ -137,13 +139,13 @@ pub const UNMAP_NOTIFY_SEND_EVENT: u32 = 0x2;
 // Source: include/uapi/linux/loop.h (Linux).
 
 /// `LOOP_CTL_GET_FREE` on /dev/loop-control: returns a free device number.
-pub const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+pub const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 /// `LOOP_CONFIGURE` on /dev/loopN, argument `struct loop_config`.
-pub const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+pub const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
 /// `LOOP_CLR_FD` on /dev/loopN.
-pub const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+pub const LOOP_CLR_FD: libc::Ioctl = 0x4C01;
 /// `LOOP_GET_STATUS64` on /dev/loopN, argument `struct loop_info64`.
-pub const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+pub const LOOP_GET_STATUS64: libc::Ioctl = 0x4C05;
 /// `LO_FLAGS_READ_ONLY`.
 pub const LO_FLAGS_READ_ONLY: u32 = 1;
 /// `LO_FLAGS_AUTOCLEAR`.
