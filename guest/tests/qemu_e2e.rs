@@ -228,8 +228,12 @@ impl Boot {
         let console_listener = UnixListener::bind(&console_sock).unwrap();
         let idm_listener = UnixListener::bind(&idm_sock).unwrap();
         let serial = std::env::var_os("SPORE_E2E_SERIAL").is_some();
+        // tsc=reliable: microvm has no HPET or ACPI PM timer, so the kernel's clocksource
+        // watchdog checks the TSC against jiffies, which lag on a busy TCG host; it then marks
+        // the TSC unstable and falls back to jiffies, and every guest timestamp (Started's
+        // included) comes in 4 ms steps.
         let mut append = format!(
-            "console=hvc0 quiet panic=-1 pci=off tsc_early_khz={}",
+            "console=hvc0 quiet panic=-1 pci=off tsc_early_khz={} tsc=reliable",
             tsc_khz()
         );
         if serial {
