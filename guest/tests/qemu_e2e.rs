@@ -187,6 +187,7 @@ struct Boot {
     network: Option<NetworkConfig>,
     rlimits: Vec<Rlimit>,
     hosts: Vec<HostEntry>,
+    verbose: bool,
     /// `-netdev user` (slirp) with this MAC.
     nic: Option<&'static str>,
 }
@@ -200,6 +201,7 @@ impl Boot {
             network: None,
             rlimits: vec![],
             hosts: vec![],
+            verbose: false,
             nic: None,
         }
     }
@@ -220,6 +222,7 @@ impl Boot {
         cfg.network = self.network;
         cfg.rlimits = self.rlimits;
         cfg.hosts = self.hosts;
+        cfg.verbose |= self.verbose;
         let cfg_path = dir.path().join("config.img");
         config_block::write_to(&cfg_path, &cfg).unwrap();
 
@@ -751,6 +754,8 @@ echo ready
 while true; do sleep 0.1; done"#;
     let mut boot = Boot::new(sh(script));
     boot.overrides.tty = true;
+    // Verbose: init still writes to hvc0 after the workload exits (below).
+    boot.verbose = true;
     let mut zone = boot.start();
     zone.started();
     zone.wait_console("ready");
@@ -864,6 +869,14 @@ while true; do sleep 0.1; done"#;
         "{console}"
     );
     assert!(console.contains("got SIGTERM\r\n"), "{console}");
+    // The workload's exit did not hang the console up: init's own line after it arrived.
+    let after = console
+        .rsplit_once("got SIGTERM\r\n")
+        .map_or("", |(_, after)| after);
+    assert!(
+        after.contains("spore-init: workload exited: Code(42)"),
+        "{console}"
+    );
 }
 
 /// Static IPv4 and IPv6 through netlink, checked against QEMU's user-mode network: the zone
