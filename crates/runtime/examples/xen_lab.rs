@@ -6,8 +6,15 @@
 //!
 //! ```text
 //! xen_lab backend KERNEL INITRD ROOT_SQUASHFS WORK_DIR
+//! xen_lab time    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
 //! xen_lab peer    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
 //! ```
+//!
+//! `time` and `peer` boot the same guest with the same devices (root image on xvda, config
+//! block on xvdb, a vif; `peer` puts the vif on bridge `xenbr0`, which must exist) and print,
+//! per run, from the request: until the domain runs (spore: `create` returns; xl: `xl create`
+//! returns) and until the first console byte (spore: the console stream; xl: xenconsoled's
+//! log, so xenconsoled must run).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -43,15 +50,23 @@ fn rss_kib() -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPORE_LOG")
+        .unwrap_or_else(|_| "spore_runtime=debug,spore_xen=info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("backend") if args.len() == 5 => backend_test(Lab::new(&args[1..5])).await,
-        Some("peer") if args.len() == 6 => match args[5].parse() {
+        Some(cmd @ ("time" | "peer")) if args.len() == 6 => match args[5].parse() {
+            Ok(runs) if cmd == "time" => time(Lab::new(&args[1..5]), runs).await,
             Ok(runs) => peer(Lab::new(&args[1..5]), runs).await,
             Err(e) => Err(anyhow::anyhow!("RUNS: {e}")),
         },
         _ => Err(anyhow::anyhow!(
-            "usage: xen_lab backend KERNEL INITRD ROOT WORK | peer KERNEL INITRD ROOT WORK RUNS"
+            "usage: xen_lab backend KERNEL INITRD ROOT WORK | time|peer KERNEL INITRD ROOT WORK RUNS"
         )),
     };
     match r {
@@ -246,18 +261,18 @@ fn loops_of(domid: u16) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Every domain Xen knows.
+fn store_domains(hv: &PrivCmd) -> Result<Vec<spore_xen::DomainInfo>> {
+    Ok(hv.list_domains(0, 1024)?)
+}
+
 /// Asserts that nothing of the zone's domain is left: domain, xenstore nodes, loop devices.
 async fn assert_clean(zone: Uuid, domid: u16, loops: &[String]) -> Result<()> {
     let hv = PrivCmd::open()?;
-    ensure!(
-        matches!(
-            hv.domain_info(domid),
-            Err(spore_xen::XenError::NoSuchDomain(_))
-        ) || hv
-            .domain_info(domid)
-            .is_ok_and(|i| i.handle != *zone.as_bytes()),
-        "domain {domid} still exists"
-    );
+    let alive = store_domains(&hv)?
+        .iter()
+        .any(|d| d.domid == domid && d.handle == *zone.as_bytes());
+    ensure!(!alive, "domain {domid} still exists");
     let mut xs = XsClient::open()?;
     let mut left = Vec::new();
     for p in [
@@ -555,6 +570,45 @@ async fn backend_test(lab: Lab) -> Result<()> {
     Ok(())
 }
 
+fn mac(run: u32) -> String {
+    format!("00:16:3e:5b:{:02x}:{:02x}", (run >> 8) & 0xff, run & 0xff)
+}
+
+/// Sequential zones with the `peer` devices, timed from the request.
+async fn time(lab: Lab, runs: u32) -> Result<()> {
+    let backend = XenBackend::new(lab.config())?;
+    for run in 1..=runs {
+        let mut spec = lab.spec(&format!("timed-{run}"), "echo timed-workload; exit 0")?;
+        spec.nic = Some(NicSpec { mac: mac(run) });
+        let rss = rss_kib();
+        let req = Instant::now();
+        backend.create(&spec).await?;
+        let unpause = req.elapsed();
+        let console = Console::spawn(backend.open_console(spec.zone_id).await?);
+        let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
+        expect_started(&mut idm).await?;
+        let started = req.elapsed();
+        console.wait_for("timed-workload", BOOT).await?;
+        let output = req.elapsed();
+        expect_exit(&mut idm, 0).await?;
+        let first = console.first.lock().unwrap().context("no console output")?;
+        let held_rss = rss_kib().saturating_sub(rss);
+        tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+        let t = Instant::now();
+        backend.destroy(spec.zone_id).await?;
+        result(format!(
+            "time run={run} request_to_unpause_ms={} request_to_first_console_ms={} request_to_started_ms={} request_to_workload_output_ms={} destroy_ms={} rss_growth_kib={held_rss}",
+            unpause.as_millis(),
+            first.duration_since(req).as_millis(),
+            started.as_millis(),
+            output.as_millis(),
+            t.elapsed().as_millis(),
+        ));
+        std::fs::remove_dir_all(&spec.zone_dir)?;
+    }
+    Ok(())
+}
+
 /// `xl create` of the same kernel, initrd and disks, timed the same way: until it returns
 /// (the domain is unpaused) and until the first byte reaches xenconsoled's log.
 async fn peer(lab: Lab, runs: u32) -> Result<()> {
@@ -565,13 +619,14 @@ async fn peer(lab: Lab, runs: u32) -> Result<()> {
         std::fs::write(
             &cfg,
             format!(
-                "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{}\"\nramdisk = \"{}\"\nextra = \"{}\"\nmemory = {}\nvcpus = 1\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\ndisk = [ 'format=raw,vdev=xvda,access=ro,target={}', 'format=raw,vdev=xvdb,access=ro,target={}' ]\n",
+                "name = \"{name}\"\ntype = \"pv\"\nkernel = \"{}\"\nramdisk = \"{}\"\nextra = \"{}\"\nmemory = {}\nvcpus = 1\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\ndisk = [ 'format=raw,vdev=xvda,access=ro,target={}', 'format=raw,vdev=xvdb,access=ro,target={}' ]\nvif = [ 'bridge=xenbr0,mac={}' ]\n",
                 spec.kernel.display(),
                 spec.initrd.display(),
                 spec.kernel_cmdline,
                 spec.memory_mib,
                 spec.root_image.display(),
-                spec.config_block.display()
+                spec.config_block.display(),
+                mac(run)
             ),
         )?;
         let log = PathBuf::from(format!("/var/log/xen/console/guest-{name}.log"));

@@ -329,6 +329,7 @@ impl Inner {
     /// (blocking). On failure nothing is left.
     fn build(&self, spec: &LaunchSpec, kernel: &KernelImage, initrd: &[u8]) -> Result<Built> {
         let zone = spec.zone_id;
+        let t = Instant::now();
         let root = LoopDevice::attach_read_only(&spec.root_image).map_err(xen(format!(
             "attaching the root image {} to a loop device",
             spec.root_image.display()
@@ -337,6 +338,7 @@ impl Inner {
             "attaching the config block {} to a loop device",
             spec.config_block.display()
         )))?;
+        let loops_ms = t.elapsed().as_millis() as u64;
         let cfg = DomainConfig::new(
             *zone.as_bytes(),
             spec.memory_mib,
@@ -351,6 +353,7 @@ impl Inner {
                 detail: format!("building the domain failed: {e}"),
             })?;
         let domid = built.domid;
+        let build_ms = t.elapsed().as_millis() as u64 - loops_ms;
         let wire = || -> spore_xen::Result<()> {
             let mut xs = XsClient::open()?;
             let id = zone.to_string();
@@ -398,6 +401,14 @@ impl Inner {
             }
             return Err(xen(format!("wiring domain {domid} in xenstore"))(e));
         }
+        tracing::debug!(
+            zone = %zone,
+            domid,
+            loops_ms,
+            build_ms,
+            xenstore_ms = t.elapsed().as_millis() as u64 - loops_ms - build_ms,
+            "domain built"
+        );
         Ok(Built {
             domid,
             console_port: built.console_port,
@@ -496,6 +507,7 @@ impl Backend for XenBackend {
                     detail: format!("the kernel {} cannot be booted: {e}", path.display()),
                 },
             })?;
+        let loaded_ms = started.elapsed().as_millis() as u64;
         let need = Layout::min_memory_mib(&kernel.info, initrd.len() as u64);
         if spec.memory_mib < need {
             return Err(Error::InvalidSpec {
@@ -511,6 +523,7 @@ impl Backend for XenBackend {
             .blocking(move |i| i.build(&owned_spec, &kernel, &initrd))
             .await??;
         let domid = built.domid;
+        let built_ms = started.elapsed().as_millis() as u64;
         let console =
             match connect_console(&self.inner.gnt, id, domid, Some(built.console_port)).await {
                 Ok(c) => c,
@@ -541,6 +554,8 @@ impl Backend for XenBackend {
             zone = %id,
             domid,
             ms = started.elapsed().as_millis() as u64,
+            loaded_ms,
+            built_ms,
             "Xen domain started"
         );
         Ok(DomainInfo {

@@ -1,0 +1,62 @@
+#!/bin/bash
+# Inside the lab's dom0 (run by xenlab/tests/backend.sh): the backend's lab driver, then
+# independent checks with Xen's own tools, then the timed comparison with `xl create`.
+set -u
+. "$XENLAB_LIB"
+runs=${1:-3}
+P=/payload
+work=/run/lab/work
+mkdir -p "$work"
+# The image store keeps images on a local filesystem: loop devices over tmpfs, not 9p.
+cp "$P/root.squashfs" /run/lab/root.squashfs
+root=/run/lab/root.squashfs
+failed=0
+
+left_behind() { # what a test left: domains other than dom0, xenstore homes, backends, loops
+  local l
+  l=$(xl list | tail -n +3); [ -z "$l" ] || echo "domains: $l"
+  l=$(xenstore-ls -f /local/domain 2>/dev/null | grep -v '^/local/domain/0/' | grep -v '^/local/domain/0 ' | head -n 5)
+  [ -z "$l" ] || echo "xenstore: $l"
+  # (the per-kind directories backend/vbd etc. are shared by all domains and stay, as with xl)
+  l=$(xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep -E '^/local/domain/0/backend/[a-z]+/[0-9]' | head -n 5)
+  [ -z "$l" ] || echo "backends: $l"
+  l=$(xenstore-ls -f /vm 2>/dev/null | head -n 5)
+  [ -z "$l" ] || echo "/vm: $l"
+  l=$(losetup -a)
+  [ -z "$l" ] || echo "loop devices: $l"
+}
+
+# drive NAME ARGS...: runs the lab driver, prints its results (the zones' consoles only on
+# failure; all of it goes to the results share as NAME.log).
+drive() {
+  local name=$1 rc; shift
+  "$P/xen_lab" "$@" > "/run/lab/$name.log" 2>&1; rc=$?
+  grep -v '^GUEST| ' "/run/lab/$name.log"
+  cp "/run/lab/$name.log" "$XENLAB_RESULTS/" 2>/dev/null
+  if [ $rc != 0 ]; then
+    failed=1
+    echo "--- the zones' consoles (last 60 lines):"
+    grep '^GUEST| ' "/run/lab/$name.log" | tail -n 60
+  fi
+}
+
+echo "== backend: create, consoles, IDM, exit codes, re-adoption, destroy, stop reasons"
+t=$EPOCHREALTIME
+drive backend backend "$P/vmlinux" "$P/initrd" "$root" "$work"
+echo "backend_test_ms=$(lab_ms_since "$t")"
+left=$(left_behind)
+if [ -n "$left" ]; then echo "FAIL left behind (xl/xenstore-ls/losetup): $left"; failed=1
+else echo "independent check (xl list, xenstore-ls, losetup): nothing left"; fi
+
+echo "== time: $runs spore zones (xvda root, xvdb config, vif)"
+drive time time "$P/vmlinux" "$P/initrd" "$root" "$work" "$runs"
+
+echo "== peer: $runs xl creates of the same kernel, initrd and devices"
+lab_xenconsoled || failed=1
+lab_bridge xenbr0 10.99.0.1/24 || failed=1
+drive peer peer "$P/vmlinux" "$P/initrd" "$root" "$work" "$runs"
+lab_sleep 2
+left=$(left_behind)
+[ -z "$left" ] || { echo "FAIL left behind after the peer: $left"; failed=1; }
+echo "backend.sh: $([ $failed = 0 ] && echo PASS || echo FAIL)"
+exit $failed
