@@ -90,13 +90,9 @@ cmd_run() {
   local runs=${XENLAB_RUNS:-/tmp/xenlab/runs}
   mkdir -p "$runs"
   run=$(mktemp -d "$runs/$(date +%Y%m%d-%H%M%S).XXXX")
-  mkdir -p "$run/payload/.libs" "$run/ctl" "$run/lab/xenlab"
-  : > "$run/ctl/stdout"; : > "$run/ctl/stderr"
-  if [ -n "$results" ]; then
-    mkdir -p "$results"; results=$(cd "$results" && pwd)
-  else
-    results=$run/results; mkdir -p "$results"
-  fi
+  mkdir -p "$run/payload/.libs" "$run/share/ctl" "$run/share/results" "$run/lab/xenlab"
+  : > "$run/share/ctl/stdout"; : > "$run/share/ctl/stderr"
+  if [ -n "$results" ]; then mkdir -p "$results"; results=$(cd "$results" && pwd); fi
   local p
   for p in ${payloads[@]+"${payloads[@]}"}; do stage_payload "$p"; done
 
@@ -105,6 +101,8 @@ cmd_run() {
   cp "$script" "$run/lab/xenlab/script"
   chmod 0755 "$run/lab/xenlab/init" "$run/lab/xenlab/script"
   ln -s xenlab/init "$run/lab/init"
+  ln -s xenlab/share/results "$run/lab/results"
+  ln -s share/ctl "$run/lab/xenlab/ctl"
   printf '%s\0' ${script_args[@]+"${script_args[@]}"} > "$run/lab/xenlab/args"
   (cd "$run/lab" && find . -mindepth 1 | cpio -o -H newc -R 0:0 --quiet) > "$run/lab.cpio"
   cat "$art/dom0.cpio.gz" "$run/lab.cpio" > "$run/dom0-initrd"
@@ -153,9 +151,12 @@ cleanup() {
 boot() {
   local dom0_mem=${XENLAB_DOM0_MEM:-512}
   # Xen: console on the serial port (the log); dom0_mem fixed so xl does not balloon dom0.
-  local xen_args="console=com1 dom0_mem=${dom0_mem}M,max:${dom0_mem}M ${XENLAB_XEN_ARGS:-}"
-  # dom0: QEMU's -initrd separates multiboot modules with ',' so this line has none.
-  local dom0_args="console=hvc0 earlyprintk=xen panic=-1 ${XENLAB_DOM0_ARGS:-}"
+  # A test machine: no speculative-execution mitigations in Xen or dom0 (retpolines and RSB
+  # stuffing are expensive under TCG), no scrubbing of free memory. Both halve dom0's boot.
+  local xen_args="console=com1 dom0_mem=${dom0_mem}M,max:${dom0_mem}M bootscrub=false spec-ctrl=no ${XENLAB_XEN_ARGS:-}"
+  # dom0: QEMU's -initrd separates multiboot modules with ',' so this line has none. Also
+  # skipped: the crypto self-tests (~1.5 s under TCG) and the W+X page-table scan (rodata=off).
+  local dom0_args="console=hvc0 earlyprintk=xen panic=-1 mitigations=off rodata=off cryptomgr.notests=1 initcall_blacklist=crypto_kdf108_init ${XENLAB_DOM0_ARGS:-}"
   local q=(qemu-system-x86_64
     -accel tcg,tb-size=256 -cpu qemu64,+svm -m "$mem_mib" -smp "${XENLAB_SMP:-2}"
     -nodefaults -display none -vga none -serial stdio -monitor none -no-reboot -nic none
@@ -163,46 +164,50 @@ boot() {
     -kernel "$art/xen.elf" -append "$xen_args"
     -initrd "$art/vmlinux $dom0_args,$run/dom0-initrd"
     -device virtio-rng-pci
-    -fsdev "local,id=ctl,path=$run/ctl,security_model=none"
-    -device virtio-9p-pci,fsdev=ctl,mount_tag=xenlab-ctl
+    -fsdev "local,id=xenlab,path=$run/share,security_model=none"
+    -device virtio-9p-pci,fsdev=xenlab,mount_tag=xenlab
     -fsdev "local,id=payload,path=$run/payload,security_model=none,readonly=on"
-    -device virtio-9p-pci,fsdev=payload,mount_tag=payload
-    -fsdev "local,id=results,path=$results,security_model=none"
-    -device virtio-9p-pci,fsdev=results,mount_tag=results)
+    -device virtio-9p-pci,fsdev=payload,mount_tag=payload)
   printf '%q ' "${q[@]}" > "$run/qemu.cmd"
 
   trap cleanup EXIT
   trap 'cleanup; exit 130' INT
   trap 'cleanup; exit 143' TERM
+  local timecmd=()
+  [ -x /usr/bin/time ] && timecmd=(/usr/bin/time -f '%U %S %M' -o "$run/qemu.time")
+  busy0=$(busy_ticks)
   local start=$EPOCHREALTIME
   # Every serial line gets the host's time since QEMU started: the boot phases come from it.
-  { timeout --kill-after=10 "$timeout_s" "${q[@]}" < /dev/null 2>&1; echo "XENLAB-QEMU-EXIT $?"; } |
+  { ${timecmd[@]+"${timecmd[@]}"} timeout --kill-after=10 "$timeout_s" "${q[@]}" < /dev/null 2>&1; echo "XENLAB-QEMU-EXIT $?"; } |
     while IFS= read -r line; do
       now=$EPOCHREALTIME
       printf '[%8.3f] %s\n' "$(( ${now/./} - ${start/./} ))e-6" "${line//$'\r'/}"
     done > "$run/serial.log" &
   local logger=$!
-  tail -n +1 -f --pid="$logger" "$run/ctl/stdout" & tails=$!
-  tail -n +1 -f --pid="$logger" "$run/ctl/stderr" >&2 & tails="$tails $!"
+  tail -n +1 -f --pid="$logger" "$run/share/ctl/stdout" & tails=$!
+  tail -n +1 -f --pid="$logger" "$run/share/ctl/stderr" >&2 & tails="$tails $!"
   wait "$logger" || true
   wait $tails 2>/dev/null || true
   tails=
   local total_ms=$(( (${EPOCHREALTIME/./} - ${start/./}) / 1000 ))
+  busy1=$(busy_ticks)
 
   local qrc
   qrc=$(sed -n 's/.*XENLAB-QEMU-EXIT \([0-9]*\).*/\1/p' "$run/serial.log" | tail -n1)
+  rm -f "$run/qemu.pid"
   report_times "$total_ms"
+  hand_back_results
   prune_runs
-  if [ -s "$run/ctl/rc" ]; then
-    return "$(cat "$run/ctl/rc")"
+  if [ -s "$run/share/ctl/rc" ]; then
+    return "$(cat "$run/share/ctl/rc")"
   fi
   if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     say "timeout: killed after $timeout_s s; serial log $run/serial.log ends with:"
     tail -n 40 "$run/serial.log" >&2
     exit 124
   fi
-  if [ -s "$run/ctl/setup-failed" ]; then
-    say "dom0 setup failed: $(cat "$run/ctl/setup-failed")"
+  if [ -s "$run/share/ctl/setup-failed" ]; then
+    say "dom0 setup failed: $(cat "$run/share/ctl/setup-failed")"
   else
     say "the lab stopped before the script finished (QEMU exit ${qrc:-?})"
   fi
@@ -226,7 +231,32 @@ report_times() {
     case " $out " in *" $name="*) continue ;; esac
     out="$out $name=${t}s"
   done < <(grep -a -E '\(XEN\) Xen version|Linux version|XENLAB-STAGE ' "$run/serial.log")
-  say "times since QEMU start:$out total=$(( $1 / 1000 )).$(printf '%03d' $(( $1 % 1000 )))s; serial log $run/serial.log"
+  say "times since QEMU start:$out total=$(( $1 / 1000 )).$(printf '%03d' $(( $1 % 1000 )))s;$(host_noise "$1") serial log $run/serial.log"
+}
+
+# Busy CPU time of the whole host, in clock ticks (user nice system irq softirq steal).
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+
+# How much CPU other processes used while the lab ran: on a shared machine every phase above
+# stretches with it (a run next to a compiler is 2-4 times slower).
+host_noise() {
+  [ -s "$run/qemu.time" ] || return 0
+  local qemu_user qemu_sys rss
+  read -r qemu_user qemu_sys rss < <(tail -n1 "$run/qemu.time")
+  awk -v b=$((busy1 - busy0)) -v hz="$(getconf CLK_TCK)" -v u="$qemu_user" -v s="$qemu_sys" \
+      -v ms="$1" -v n="$(nproc)" -v rss="$rss" 'BEGIN {
+    other = b / hz - u - s; if (other < 0) other = 0
+    printf " qemu cpu=%.0fs rss=%dMiB, other processes used %.0f%% of %d cores;", u + s, rss / 1024, 100 * other / (ms / 1000) / n, n }'
+}
+
+# What the script left in /results goes to --results DIR (hard links when possible), also when
+# the script failed or the lab stopped early.
+hand_back_results() {
+  [ -n "$results" ] || return 0
+  local src=$run/share/results
+  [ -n "$(ls -A "$src")" ] || return 0
+  cp -alf "$src/." "$results/" 2>/dev/null || cp -af "$src/." "$results/" || say "cannot copy the results to $results"
+  rm -rf "$src"
 }
 
 prune_runs() {
