@@ -22,4 +22,9 @@ step "workspace tests"
 # The QEMU suites boot real zones under TCG: nextest runs them in parallel on every core.
 cargo nextest run --workspace --locked --no-fail-fast
 
+step "Xen lab selftest (xenlab/lab.sh selftest)"
+# Real Xen 4.17 + dom0 under QEMU TCG: Xen devices, xenstored, xl list, payloads in, results out.
+# About a minute cold (75 MB of .debs, build, boot); the artifacts are cached across runs.
+xenlab/lab.sh selftest
+
 step "done"

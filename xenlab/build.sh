@@ -81,6 +81,7 @@ for p in "${XEN_PKGS[@]}" "$kpkg"; do [ -n "$(newest_deb "$p")" ] || missing+=("
 if [ ${#missing[@]} -gt 0 ]; then
   say "downloading ${missing[*]} into $debs"
   dl=$(mktemp -d "$debs/.download.XXXXXX")
+  chown _apt "$dl" 2>/dev/null || true   # apt downloads as _apt when it can write there
   if ! (cd "$dl" && apt-get download -q "${missing[@]}" >&2); then
     apt-get update -q >&2 || true
     (cd "$dl" && apt-get download -q "${missing[@]}" >&2) || { rm -rf "$dl"; die "apt-get download ${missing[*]} failed"; }
