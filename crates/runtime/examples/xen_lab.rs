@@ -39,13 +39,28 @@ fn result(line: impl std::fmt::Display) {
     println!("XENLAB-RESULT {line}");
 }
 
-fn rss_kib() -> u64 {
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// Resident memory in words: total, anonymous (the process's own), file (mapped kernels:
+/// page cache shared with every other mapping of the file).
+fn rss_breakdown() -> String {
+    format!(
+        "rss_kib={} rss_anon_kib={} rss_file_kib={}",
+        status_kib("VmRSS:"),
+        status_kib("RssAnon:"),
+        status_kib("RssFile:")
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -261,6 +276,44 @@ fn loops_of(domid: u16) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The trust rule in xenstored itself: backend nodes and our keys are dom0's (the guest may
+/// only read them), frontend nodes are the guest's.
+fn check_perms(domid: u16) -> Result<()> {
+    use spore_xen::xs::{Access, Perm};
+    let mut xs = XsClient::open()?;
+    let dom0 = vec![Perm::new(0, Access::None), Perm::new(domid, Access::Read)];
+    let guest = vec![Perm::new(domid, Access::None), Perm::new(0, Access::Read)];
+    for (path, want) in [
+        (
+            format!("/local/domain/0/backend/vbd/{domid}/51712/physical-device"),
+            &dom0,
+        ),
+        (
+            format!("/local/domain/0/backend/vbd/{domid}/51728/state"),
+            &dom0,
+        ),
+        (
+            format!("/local/domain/0/backend/console/{domid}/1/state"),
+            &dom0,
+        ),
+        (format!("/local/domain/{domid}/spore/zone"), &dom0),
+        (format!("/local/domain/{domid}/console/port"), &dom0),
+        (
+            format!("/local/domain/{domid}/device/vbd/51712/state"),
+            &guest,
+        ),
+        (
+            format!("/local/domain/{domid}/device/console/1/backend"),
+            &guest,
+        ),
+    ] {
+        let got = xs.get_perms(&path)?;
+        ensure!(got == *want, "{path}: permissions {got:?}, want {want:?}");
+    }
+    result("xenstore_permissions=OK");
+    Ok(())
+}
+
 /// Every domain Xen knows.
 fn store_domains(hv: &PrivCmd) -> Result<Vec<spore_xen::DomainInfo>> {
     Ok(hv.list_domains(0, 1024)?)
@@ -358,6 +411,7 @@ async fn backend_test(lab: Lab) -> Result<()> {
     );
     let loops = loops_of(domid)?;
     ensure!(loops.len() == 2, "two loop devices, got {loops:?}");
+    check_perms(domid)?;
     backend.destroy(spec.zone_id).await?;
     assert_clean(spec.zone_id, domid, &loops).await?;
     backend.destroy(spec.zone_id).await?; // idempotent
@@ -401,6 +455,8 @@ async fn backend_test(lab: Lab) -> Result<()> {
         specs.push(s);
     }
     let rss_before = rss_kib();
+    let anon_before = status_kib("RssAnon:");
+    result(format!("before_three_zones {}", rss_breakdown()));
     let mut held = Vec::new();
     for s in &specs {
         let req = Instant::now();
@@ -419,8 +475,10 @@ async fn backend_test(lab: Lab) -> Result<()> {
     }
     let rss_after = rss_kib();
     result(format!(
-        "three_zones_running=OK process_rss_kib={rss_after} per_domain_rss_kib={}",
-        rss_after.saturating_sub(rss_before) / 3
+        "three_zones_running=OK {} per_domain_rss_kib={} per_domain_anon_kib={}",
+        rss_breakdown(),
+        rss_after.saturating_sub(rss_before) / 3,
+        status_kib("RssAnon:").saturating_sub(anon_before) / 3
     ));
     let listed = backend.list().await?;
     ensure!(
