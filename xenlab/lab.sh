@@ -178,7 +178,9 @@ boot() {
   busy0=$(busy_ticks)
   local start=$EPOCHREALTIME
   # Every serial line gets the host's time since QEMU started: the boot phases come from it.
-  { ${timecmd[@]+"${timecmd[@]}"} timeout --kill-after=10 "$timeout_s" "${q[@]}" < /dev/null 2>&1; echo "XENLAB-QEMU-EXIT $?"; } |
+  { local rc=0
+    ${timecmd[@]+"${timecmd[@]}"} timeout --kill-after=10 "$timeout_s" "${q[@]}" < /dev/null 2>&1 || rc=$?
+    echo "XENLAB-QEMU-EXIT $rc"; } |
     while IFS= read -r line; do
       now=$EPOCHREALTIME
       printf '[%8.3f] %s\n' "$(( ${now/./} - ${start/./} ))e-6" "${line//$'\r'/}"
