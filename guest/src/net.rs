@@ -1,5 +1,6 @@
 //! Network setup from the launch config: loopback up, the zone's interface (found by MAC, not
-//! by name or probe order) up with its MTU, IPv4/IPv6 addresses and default routes.
+//! by name or probe order) up with its MTU, IPv4/IPv6 addresses and default routes, and
+//! nothing else (router advertisements are ignored).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -73,10 +74,27 @@ fn find_by_mac(nl: &mut Netlink, mac: MacAddr, timeout: Duration) -> Result<Link
     }
 }
 
+/// The zone's addresses and routes are the launch config's alone: no SLAAC address and no
+/// default route from a router advertisement (QEMU's user network sends them, and a zone on
+/// the same link as a stray router would otherwise pick up its prefix). Link-local addresses
+/// and neighbour discovery are unaffected. Without IPv6 in the kernel the files do not exist.
+fn ignore_router_advertisements(name: &str) -> Result<()> {
+    for key in ["accept_ra", "autoconf"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+        match std::fs::write(&path, "0") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot write 0 to {path}")),
+        }
+    }
+    Ok(())
+}
+
 /// Configures the zone's interface. Returns its name.
 pub fn configure(nl: &mut Netlink, net: &NetworkConfig, timeout: Duration) -> Result<String> {
     let link = find_by_mac(nl, net.mac, timeout)?;
     let index = link.index;
+    ignore_router_advertisements(&link.name)?;
     nl.request(|seq| netlink::link_up(seq, index, net.mtu))
         .with_context(|| format!("cannot bring {} up", link.name))?;
     for ip in [net.ipv4, net.ipv6].into_iter().flatten() {
@@ -190,6 +208,10 @@ mod tests {
             .unwrap_or_default();
         assert!(v6.contains("nodad") && !v6.contains("tentative"), "{addrs}");
         assert!(ip("route show default").contains("default via 10.9.0.1 dev zone0"));
+        for key in ["accept_ra", "autoconf"] {
+            let path = format!("/proc/sys/net/ipv6/conf/zone0/{key}");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "0\n", "{path}");
+        }
         assert!(ip("-6 route show default").contains("default via fd00:9::1 dev zone0"));
 
         // An off-prefix gateway works through the on-link flag.
