@@ -7,8 +7,9 @@
 #                          boot Xen + dom0, run SCRIPT (a host file) inside dom0 with ARGS, power
 #                          off. SCRIPT's stdout/stderr become this command's, its exit code this
 #                          command's exit code. In dom0: payloads under /payload/NAME (read-only;
-#                          NAME defaults to the basename; directories allowed), results written
-#                          to /results end up in --results DIR, $XENLAB_LIB has helpers
+#                          NAME defaults to the basename; directories allowed), files written
+#                          to /results are copied to --results DIR when the run ends (also on
+#                          failure), cwd is /run/lab (tmpfs), $XENLAB_LIB has helpers
 #                          (lab_xenconsoled, lab_sleep, lab_wait_for, ...), /payload is on PATH.
 #                          Dynamic host binaries work: their libraries are staged too.
 #                          Defaults: --timeout 600, --mem 2048 (the machine: dom0 gets 512).
@@ -24,8 +25,9 @@
 #
 # Exit codes of run/selftest/xl-baseline: the script's, else 124 (timeout: the serial log's
 # tail is printed) or 125 (the lab failed: build, boot or dom0 setup; the log's tail printed).
-# Every run keeps its serial log (Xen + dom0 console) in $XENLAB_RUNS/<run>/serial.log
-# (default /tmp/xenlab/runs; the newest 20 runs are kept), with dom0's dmesg beside it.
+# Every run keeps its serial log (Xen + dom0 console, host timestamps) in
+# $XENLAB_RUNS/<run>/serial.log (default /tmp/xenlab/runs; the newest 20 runs are kept), with
+# qemu.cmd and share/ctl/{stdout,stderr,rc,dmesg} (dom0's kernel log) beside it.
 #
 # Environment: SPORE_CACHE (default /var/cache/spore: debs/ shared with kernel/build-bundle.sh,
 # xenlab/ the cached artifacts), XENLAB_RUNS, XENLAB_SMP (2), XENLAB_DOM0_MEM (512 MiB),
