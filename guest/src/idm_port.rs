@@ -29,6 +29,12 @@ pub struct IdmPort {
 
 /// Opens a console device, retrying while it does not exist yet: the hvc nodes appear at
 /// driver registration but a port only opens once the host side has announced it.
+///
+/// EINVAL is retried too: virtio_console creates the hvc device (and so the /dev node) before
+/// it adds the port to its list of consoles, and an open in between fails in the driver's
+/// open hook with EINVAL ("hvc_open: request_irq failed with rc -22"). Seen on a busy TCG
+/// host: init then ran without a console, so the workload found hvc0 in its default cooked
+/// mode and a tty workload could not get it as its terminal.
 pub fn open_console_device(path: &str, timeout: Duration) -> Result<File> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -43,7 +49,7 @@ pub fn open_console_device(path: &str, timeout: Duration) -> Result<File> {
                 if Instant::now() < deadline
                     && matches!(
                         e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::EIO)
+                        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::EIO | libc::EINVAL)
                     ) =>
             {
                 std::thread::sleep(Duration::from_millis(2));
