@@ -60,7 +60,7 @@ else
 fi
 if [ -z "$kpkg" ]; then
   # apt lists may be missing on a fresh machine; offline, the newest cached kernel will do.
-  kpkg=$(ls "$debs"/linux-image-[0-9]*-amd64_*_amd64.deb 2>/dev/null | grep -v -- -dbg_ | sort -V | tail -n1 || true)
+  kpkg=$(printf '%s\n' "$debs"/linux-image-[0-9]*-amd64_*_amd64.deb | grep -v -e -dbg_ -e '\*' | sort -V | tail -n1 || true)
   if [ -n "$kpkg" ]; then
     kpkg=$(dpkg-deb -f "$kpkg" Package)
   else
@@ -71,9 +71,9 @@ if [ -z "$kpkg" ]; then
 fi
 [ -n "$kpkg" ] || die "cannot resolve the kernel package (no linux-image-amd64 in apt, none cached in $debs)"
 
-XEN_PKGS=(xen-hypervisor-$XENVER-amd64 xen-utils-$XENVER xen-utils-common xenstore-utils
+XEN_PKGS=("xen-hypervisor-$XENVER-amd64" "xen-utils-$XENVER" xen-utils-common xenstore-utils
   libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
-  libxenmisc$XENVER libxenstore4 libxentoolcore1 libxentoollog1 libyajl2)
+  "libxenmisc$XENVER" libxenstore4 libxentoolcore1 libxentoollog1 libyajl2)
 
 newest_deb() { ls "$debs/$1"_*_amd64.deb 2>/dev/null | sort -V | tail -n1; }
 missing=()
@@ -103,7 +103,8 @@ out=$store/$key
 
 # A finished build is reused while the host libraries it copied are unchanged.
 if [ -f "$out/info" ] && [ -f "$out/host-files" ]; then
-  if [ "$(stat -L -c '%n %s %Y' $(cut -d' ' -f1 "$out/host-files") 2>/dev/null)" = "$(cat "$out/host-files")" ]; then
+  mapfile -t recorded < <(cut -d' ' -f1 "$out/host-files")
+  if [ "$(stat -L -c '%n %s %Y' "${recorded[@]}" 2>/dev/null)" = "$(cat "$out/host-files")" ]; then
     echo "$out"; exit 0
   fi
   say "host libraries changed since $out was built; rebuilding"
@@ -205,7 +206,7 @@ elfs=()
 while IFS= read -r -d '' f; do
   [ "$(head -c4 "$f" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] && elfs+=("$f")
 done < <(find "$R/usr" "$R/bin" -type f -perm -u+x -print0)
-elfs+=("$xenlibs"/*.so.* "$R"/usr/lib/xen-$XENVER/lib/x86_64-linux-gnu/*.so.*)
+elfs+=("$xenlibs"/*.so.* "$R/usr/lib/xen-$XENVER/lib/x86_64-linux-gnu"/*.so.*)
 : > "$work/host-libs"
 for f in "${elfs[@]}"; do
   LD_LIBRARY_PATH=$xenlibs:$R/usr/lib/xen-$XENVER/lib/x86_64-linux-gnu ldd "$f" 2>/dev/null |
@@ -224,7 +225,8 @@ for lib in $(sort -u "$work/host-libs"); do
   echo "$lib" >> "$work/host-files.list"
 done
 printf '%s\n' "${HOST_TOOLS[@]}" >> "$work/host-files.list"
-stat -L -c '%n %s %Y' $(sort -u "$work/host-files.list") > "$work/host-files"
+mapfile -t host_files < <(sort -u "$work/host-files.list")
+stat -L -c '%n %s %Y' "${host_files[@]}" > "$work/host-files"
 [ -e "$R/usr/lib64/ld-linux-x86-64.so.2" ] || die "the dynamic loader was not found by ldd"
 
 # Modules: the boot set (loaded by dom0's init, dependencies first) and a few on demand.

@@ -40,7 +40,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 
 say() { printf 'xenlab: %s\n' "$*" >&2; }
-die() { say "error: $*"; exit 125; }
+die() {
+  say "error: $*"
+  # A run that never booted leaves nothing behind.
+  if [ -n "${run:-}" ] && [ ! -e "$run/serial.log" ]; then rm -rf "$run"; fi
+  exit 125
+}
+run=
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 main() {
@@ -143,11 +149,10 @@ stage_payload() {
   done < <(find "$dst" -type f -perm -u+x -print0)
 }
 
-qemu_pid=
+tails=()
 cleanup() {
-  local pid
-  [ -s "$run/qemu.pid" ] && pid=$(cat "$run/qemu.pid") && kill "$pid" 2>/dev/null || true
-  [ -n "${tails:-}" ] && kill $tails 2>/dev/null || true
+  if [ -s "$run/qemu.pid" ]; then kill "$(cat "$run/qemu.pid")" 2>/dev/null || true; fi
+  if [ ${#tails[@]} -gt 0 ]; then kill "${tails[@]}" 2>/dev/null || true; fi
 }
 
 boot() {
@@ -159,6 +164,7 @@ boot() {
   # dom0: QEMU's -initrd separates multiboot modules with ',' so this line has none. Also
   # skipped: the crypto self-tests (~1.5 s under TCG) and the W+X page-table scan (rodata=off).
   local dom0_args="console=hvc0 earlyprintk=xen panic=-1 mitigations=off rodata=off cryptomgr.notests=1 initcall_blacklist=crypto_kdf108_init ${XENLAB_DOM0_ARGS:-}"
+  # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
   local q=(qemu-system-x86_64
     -accel tcg,tb-size=256 -cpu qemu64,+svm -m "$mem_mib" -smp "${XENLAB_SMP:-2}"
     -nodefaults -display none -vga none -serial stdio -monitor none -no-reboot -nic none
@@ -188,11 +194,11 @@ boot() {
       printf '[%8.3f] %s\n' "$(( ${now/./} - ${start/./} ))e-6" "${line//$'\r'/}"
     done > "$run/serial.log" &
   local logger=$!
-  tail -n +1 -f --pid="$logger" "$run/share/ctl/stdout" & tails=$!
-  tail -n +1 -f --pid="$logger" "$run/share/ctl/stderr" >&2 & tails="$tails $!"
+  tail -n +1 -f --pid="$logger" "$run/share/ctl/stdout" & tails+=($!)
+  tail -n +1 -f --pid="$logger" "$run/share/ctl/stderr" >&2 & tails+=($!)
   wait "$logger" || true
-  wait $tails 2>/dev/null || true
-  tails=
+  wait "${tails[@]}" 2>/dev/null || true
+  tails=()
   local total_ms=$(( (${EPOCHREALTIME/./} - ${start/./}) / 1000 ))
   busy1=$(busy_ticks)
 
@@ -228,7 +234,7 @@ report_times() {
     t=${line#[}; t=${t%%]*}; t=${t// /}
     case $line in
       *"(XEN) Xen version"*) name=xen ;;
-      *"Linux version"*) name=dom0-kernel ;;
+      *"Linux version"*) name='dom0-kernel' ;;
       *XENLAB-STAGE\ *) name=${line#*XENLAB-STAGE }; name=${name%% *} ;;
       *) continue ;;
     esac
@@ -266,7 +272,10 @@ hand_back_results() {
 prune_runs() {
   local runs=${XENLAB_RUNS:-/tmp/xenlab/runs}
   rm -rf "$run/payload" "$run/dom0-initrd" "$run/lab" "$run/lab.cpio"
-  ls -1dt "$runs"/*/ 2>/dev/null | tail -n +21 | while read -r old; do rm -rf "$old"; done
+  # Never a run that is still going (other lab.sh processes share the directory).
+  ls -1dt "$runs"/*/ 2>/dev/null | tail -n +21 | while read -r old; do
+    [ -e "$old/qemu.pid" ] || rm -rf "$old"
+  done
 }
 
 # ---- selftest ---------------------------------------------------------------------------------
@@ -301,7 +310,7 @@ cmd_selftest() {
 
 # ---- xl-baseline ------------------------------------------------------------------------------
 cmd_xl_baseline() {
-  local kernel= initrd= disk= vif=0 runs=3
+  local kernel='' initrd='' disk='' vif=0 runs=3
   while [ $# -gt 0 ]; do
     case $1 in
       --kernel) kernel=${2:?--kernel needs a file}; shift 2 ;;

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for scripts that run inside the lab's dom0 (bash): `. "$XENLAB_LIB"`.
 # Forks cost 40-65 ms each in a PV dom0 under TCG and steal CPU from booting guests, so the
 # waiting helpers use bash builtins only.

@@ -4,6 +4,7 @@
 # when every check holds; the host side (lab.sh) checks the output, stderr and result file.
 # usage: selftest.sh SHA256_OF_/payload/in/blob.bin
 set -u
+# shellcheck source=xenlab/dom0/lib.sh
 . "$XENLAB_LIB"
 want=$1
 failed=0

@@ -11,6 +11,7 @@
 # on xvda read-only, a vif on bridge xenbr0 when VIF=1). Results: $XENLAB_RESULTS/xl-baseline.txt.
 # usage: xl-baseline.sh RUNS [VIF]
 set -u
+# shellcheck source=xenlab/dom0/lib.sh
 . "$XENLAB_LIB"
 runs=$1 vif=${2:-0}
 out=$XENLAB_RESULTS/xl-baseline.txt
