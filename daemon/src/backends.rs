@@ -63,9 +63,10 @@ pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {
         .join("; ");
     let reason = match config.backend {
         BackendChoice::Auto => format!("no backend is usable ({tried})"),
-        choice => {
-            format!("backend {choice:?} was configured but is not usable ({tried})").to_lowercase()
-        }
+        choice => format!(
+            "backend {} was configured but is not usable ({tried})",
+            format!("{choice:?}").to_lowercase()
+        ),
     };
     (
         None,

@@ -91,6 +91,16 @@ impl Daemon {
             },
             None => Vec::new(),
         };
+        match self.zones.store().run(|s| s.release_orphans()).await {
+            Ok(orphans) if !orphans.is_empty() => {
+                tracing::warn!(
+                    "released the network reservations of {} zones no longer stored",
+                    orphans.len()
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot check network reservations: {e}"),
+        }
         let known: Vec<ZoneRecord> = self.zones.list();
         for vm in &running {
             if !known.iter().any(|z| z.uuid() == vm.zone_id) {
@@ -294,6 +304,19 @@ impl Daemon {
             && let Err(e) = b.destroy(id).await
         {
             tracing::error!(zone = %id, "releasing the VM failed: {}", chain(&e));
+            return;
+        }
+        // The handle names a VM only while it exists.
+        if self
+            .zones
+            .get(id)
+            .is_some_and(|r| !r.status().domain.is_empty())
+            && let Err(e) = self
+                .zones
+                .update(id, |r| r.status_mut().domain.clear())
+                .await
+        {
+            tracing::error!(zone = %id, "{e}");
         }
     }
 }

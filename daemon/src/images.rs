@@ -81,17 +81,8 @@ impl Images {
         format: ImageFormat,
         progress: impl ProgressSink + 'static,
     ) -> Result<ImageRecord, ImageError> {
-        let name = reference.to_string();
-        let cached = self
-            .zones
-            .store()
-            .run(move |s| s.image_by_reference(&name))
-            .await?;
-        if let Some(record) = cached
-            && record.image.format == format
-            && record.image.path.exists()
-        {
-            return self.touch(record).await;
+        if let Some(record) = self.cached(reference, format).await? {
+            return Ok(record);
         }
         let opts = PullOptions {
             platform: None,
@@ -102,6 +93,27 @@ impl Images {
     }
 
     /// Pulls (always asking the registry for a tag's manifest) and records the image.
+    /// The image already recorded for `reference` in `format` (its last use updated), without
+    /// asking the registry.
+    pub async fn cached(
+        &self,
+        reference: &Reference,
+        format: ImageFormat,
+    ) -> Result<Option<ImageRecord>, ImageError> {
+        let name = reference.to_string();
+        let cached = self
+            .zones
+            .store()
+            .run(move |s| s.image_by_reference(&name))
+            .await?;
+        match cached {
+            Some(record) if record.image.format == format && record.image.path.exists() => {
+                self.touch(record).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     pub async fn pull(
         &self,
         reference: &Reference,

@@ -116,6 +116,12 @@ pub async fn run(config: Config) -> Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")?;
+    // v1alpha too: grpcurl and grpcio-reflection releases still in distributions ask for it.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(spore_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build the reflection service (v1alpha)")?;
     let control = ControlServer::new(ControlService::new(daemon, shutdown_rx))
         // Per-field limits sit well below this; crate::limits words a refusal above it.
         .max_decoding_message_size(spore_api::MAX_MESSAGE_BYTES)
@@ -125,6 +131,7 @@ pub async fn run(config: Config) -> Result<()> {
         env!("CARGO_PKG_VERSION"),
         socket.display()
     );
+    notify_ready();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         Server::builder()
@@ -132,6 +139,7 @@ pub async fn run(config: Config) -> Result<()> {
             .layer(crate::limits::OversizeLayer)
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(control)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
                 let _ = stop_rx.await;
@@ -142,7 +150,7 @@ pub async fn run(config: Config) -> Result<()> {
         "shutting down: no new calls, in-flight calls get {}s to finish; running zones are left alone",
         SHUTDOWN_GRACE.as_secs()
     );
-    // Streams (events, consoles, logs) end with UNAVAILABLE; unary calls finish.
+    // Streams (events, consoles, logs) end; unary calls finish.
     shutdown_tx.send_replace(true);
     let _ = stop_tx.send(());
     match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
@@ -182,5 +190,23 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Tells systemd (`Type=notify`) that the socket accepts calls; nothing without `NOTIFY_SOCKET`.
+fn notify_ready() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(b"READY=1", &addr));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd through NOTIFY_SOCKET: {e}");
     }
 }

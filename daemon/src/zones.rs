@@ -82,13 +82,22 @@ impl Zones {
     }
 
     pub fn list(&self) -> Vec<ZoneRecord> {
-        let mut zones: Vec<ZoneRecord> = self.read().values().cloned().collect();
-        zones.sort_by(|a, b| {
-            let key = |r: &ZoneRecord| r.status().created_at.map(|t| (t.seconds, t.nanos));
-            key(a)
-                .cmp(&key(b))
-                .then_with(|| a.zone().id.cmp(&b.zone().id))
-        });
+        self.list_matching(|_| true)
+    }
+
+    /// The zones `keep` accepts, oldest first; only those are cloned.
+    pub fn list_matching(&self, keep: impl Fn(&ZoneRecord) -> bool) -> Vec<ZoneRecord> {
+        let mut zones: Vec<ZoneRecord> =
+            self.read().values().filter(|r| keep(r)).cloned().collect();
+        // Borrowed keys: cloning a status (with its history) per comparison dominated ListZones.
+        let key = |r: &ZoneRecord| {
+            let created = r.zone().status.as_ref().and_then(|s| s.created_at);
+            (
+                created.map(|t| (t.seconds, t.nanos)),
+                r.zone().id.as_str().to_owned(),
+            )
+        };
+        zones.sort_by_cached_key(key);
         zones
     }
 

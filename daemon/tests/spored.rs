@@ -412,3 +412,34 @@ async fn python_client_lists_zones_and_reads_events() {
         "docker.io/library/py:latest"
     );
 }
+
+#[test]
+fn systemd_is_told_when_the_socket_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let socket = dir.path().join("spored.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spored"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--config", "/dev/null"])
+        .env("NOTIFY_SOCKET", &notify)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let got = listener.recv(&mut buf);
+    // Ready means the socket accepts connections.
+    let connects = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    let n = got.expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(connects);
+}

@@ -29,8 +29,16 @@ pub fn pull(
         )),
         insecure: request.insecure,
     };
+    // Without `refresh`, an image recorded for this reference (default platform) is the answer.
+    let use_cache = !request.refresh && request.platform.is_empty();
     let daemon = daemon.clone();
     Ok(run(daemon.clone(), move |sink| async move {
+        if use_cache
+            && let Some(format) = opts.format
+            && let Some(record) = daemon.images.cached(&reference, format).await?
+        {
+            return Ok(record);
+        }
         daemon.images.pull(&reference, &opts, sink).await
     }))
 }

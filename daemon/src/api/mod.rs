@@ -176,10 +176,11 @@ impl Control for ControlService {
         let zones = self
             .daemon
             .zones
-            .list()
+            .list_matching(|r| {
+                (request.states.is_empty() || request.states.contains(&(r.state() as i32)))
+                    && (request.name.is_empty() || r.zone().name == request.name)
+            })
             .into_iter()
-            .filter(|r| request.states.is_empty() || request.states.contains(&(r.state() as i32)))
-            .filter(|r| request.name.is_empty() || r.zone().name == request.name)
             .filter_map(|r| r.zone)
             .collect();
         let reply = v1::ListZonesResponse { zones };
