@@ -366,6 +366,8 @@ async fn backend_test(lab: Lab) -> Result<()> {
         backend.min_memory_mib()
     ));
     ensure!(backend.list().await?.is_empty(), "no zones at start");
+    let anon_at_start = status_kib("RssAnon:");
+    result(format!("at_start {}", rss_breakdown()));
 
     // Too little memory is refused with the minimum in the message.
     let mut small = lab.spec("small", "true")?;
@@ -475,10 +477,11 @@ async fn backend_test(lab: Lab) -> Result<()> {
     }
     let rss_after = rss_kib();
     result(format!(
-        "three_zones_running=OK {} per_domain_rss_kib={} per_domain_anon_kib={}",
+        "three_zones_running=OK {} per_domain_rss_kib={} per_domain_anon_kib={} per_domain_anon_since_start_kib={}",
         rss_breakdown(),
         rss_after.saturating_sub(rss_before) / 3,
-        status_kib("RssAnon:").saturating_sub(anon_before) / 3
+        status_kib("RssAnon:").saturating_sub(anon_before) / 3,
+        status_kib("RssAnon:").saturating_sub(anon_at_start) / 3
     ));
     let listed = backend.list().await?;
     ensure!(

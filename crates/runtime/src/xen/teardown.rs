@@ -40,16 +40,22 @@ pub fn devices() -> [(Kind, u32); 4] {
     ]
 }
 
-/// The sysfs node of a kernel backend device (`vbd-<domid>-<devid>`), gone once the
-/// backend driver has released it.
-fn backend_sysfs(kind: Kind, domid: DomId, devid: u32) -> Option<PathBuf> {
+/// The sysfs nodes of a kernel backend device (`vbd-<domid>-<devid>`; for a vif also its
+/// network interface `vif<domid>.<devid>`), gone once the backend driver has let go. A vif
+/// left behind would keep a later domain with the same domid from getting its interface.
+fn backend_sysfs(kind: Kind, domid: DomId, devid: u32) -> Vec<PathBuf> {
+    let device = PathBuf::from(format!(
+        "/sys/bus/xen-backend/devices/{}-{domid}-{devid}",
+        kind.as_str()
+    ));
     match kind {
-        Kind::Vbd | Kind::Vif => Some(PathBuf::from(format!(
-            "/sys/bus/xen-backend/devices/{}-{domid}-{devid}",
-            kind.as_str()
-        ))),
+        Kind::Vbd => vec![device],
+        Kind::Vif => vec![
+            device,
+            PathBuf::from(format!("/sys/class/net/vif{domid}.{devid}")),
+        ],
         // Console 1 is served by spored itself.
-        Kind::Console => None,
+        Kind::Console => Vec::new(),
     }
 }
 
@@ -134,10 +140,16 @@ fn close_devices(
             }
         }
     }
-    let deadline = Instant::now() + if running { timeout } else { Duration::ZERO };
+    let deadline = Instant::now() + timeout;
     for (kind, devid) in present {
         let left = deadline.saturating_duration_since(Instant::now());
-        if let Err(e) = devices::close_device(xs, kind, domid, devid, left) {
+        let closed = if running {
+            devices::close_device(xs, kind, domid, devid, left)
+        } else {
+            // A guest that no longer runs cannot answer: Closed, and the nodes go.
+            remove_device(xs, kind, domid, devid)
+        };
+        if let Err(e) = closed {
             problems.push(format!(
                 "closing {} {devid} of domain {domid} failed: {e}",
                 kind.as_str()
@@ -146,25 +158,34 @@ fn close_devices(
     }
 }
 
+fn remove_device(xs: &mut XsClient, kind: Kind, domid: DomId, devid: u32) -> spore_xen::Result<()> {
+    let b = devices::backend_path(kind, domid, devid);
+    let state = format!("{b}/state");
+    if xs.read(&state)?.is_some() {
+        xs.write(&state, devices::state::CLOSED.to_string().as_bytes())?;
+    }
+    xs.rm(&b)?;
+    xs.rm(&devices::frontend_path(kind, domid, devid))
+}
+
 /// Waits until the kernel backends of `domid` have released their devices (blkback then
 /// has closed its loop devices).
 fn wait_backends_released(domid: DomId, timeout: Duration, problems: &mut Vec<String>) {
     let deadline = Instant::now() + timeout;
     for (kind, devid) in devices() {
-        let Some(node) = backend_sysfs(kind, domid, devid) else {
-            continue;
-        };
-        while node.exists() {
-            if Instant::now() >= deadline {
-                problems.push(format!(
-                    "the kernel's {} backend still holds {} after {} s",
-                    kind.as_str(),
-                    node.display(),
-                    timeout.as_secs()
-                ));
-                break;
+        for node in backend_sysfs(kind, domid, devid) {
+            while node.exists() {
+                if Instant::now() >= deadline {
+                    problems.push(format!(
+                        "the kernel's {} backend still holds {} after {} s",
+                        kind.as_str(),
+                        node.display(),
+                        timeout.as_secs()
+                    ));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -177,13 +198,16 @@ mod tests {
     fn backend_nodes_are_computed_from_the_domid() {
         assert_eq!(
             backend_sysfs(Kind::Vbd, 7, 51712),
-            Some(PathBuf::from("/sys/bus/xen-backend/devices/vbd-7-51712"))
+            [PathBuf::from("/sys/bus/xen-backend/devices/vbd-7-51712")]
         );
         assert_eq!(
             backend_sysfs(Kind::Vif, 7, 0),
-            Some(PathBuf::from("/sys/bus/xen-backend/devices/vif-7-0"))
+            [
+                PathBuf::from("/sys/bus/xen-backend/devices/vif-7-0"),
+                PathBuf::from("/sys/class/net/vif7.0")
+            ]
         );
-        assert_eq!(backend_sysfs(Kind::Console, 7, 1), None);
+        assert!(backend_sysfs(Kind::Console, 7, 1).is_empty());
         let d = devices();
         assert_eq!(d[0], (Kind::Vbd, 51712));
         assert_eq!(d[1], (Kind::Vbd, 51728));
