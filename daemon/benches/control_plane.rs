@@ -433,6 +433,7 @@ async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Res
     let nothing = v1::ListZonesRequest {
         states: Vec::new(),
         name: "no-such-zone".into(),
+        ..Default::default()
     };
     for _ in 0..args.calls {
         let t = Instant::now();

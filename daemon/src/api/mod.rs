@@ -182,6 +182,14 @@ impl Control for ControlService {
             })
             .into_iter()
             .filter_map(|r| r.zone)
+            .map(|mut zone| {
+                if !request.include_history
+                    && let Some(status) = zone.status.as_mut()
+                {
+                    status.history.clear();
+                }
+                zone
+            })
             .collect();
         let reply = v1::ListZonesResponse { zones };
         crate::limits::check_reply(&reply, "list fewer zones at once (filter by state or name)")?;

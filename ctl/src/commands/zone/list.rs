@@ -65,6 +65,8 @@ impl ListArgs {
                 .map(|s| v1::ZoneState::from(*s) as i32)
                 .collect(),
             name: self.name.clone().unwrap_or_default(),
+            // `-o json|yaml` prints the reply as it is: keep it whole there.
+            include_history: !ctx.out.is_table(),
         };
         let mut reply = ctx.call(client.list_zones(request)).await?;
         reply.zones.sort_by_key(created);
