@@ -11,6 +11,9 @@
 #   - RUNS timed zones and RUNS `xl create`s of the same kernel, initrd and devices (peer).
 #
 # usage: xenlab/tests/backend.sh [RUNS]      (default 3; exit code 0 = every check passed)
+# The driver's full output, the zones' consoles included, ends up in target/xenlab-backend/
+# (XENLAB_BACKEND_RESULTS). The timed runs boot without `quiet`, so their first console byte is
+# the guest kernel's first line under both toolstacks.
 # Needs: scripts/install-deps.sh (qemu, musl-tools, squashfs-tools, busybox-static), the guest
 # bundle (built here with kernel/build-bundle.sh when target/guest lacks it).
 set -euo pipefail
@@ -44,9 +47,12 @@ truncate -s "$(( ($(stat -c %s "$tmp/root.squashfs") + 4095) / 4096 * 4096 ))" "
 mkdir -p "$tmp/lab"
 cp -r "$repo/xenlab/lab.sh" "$repo/xenlab/build.sh" "$repo/xenlab/dom0" "$repo/xenlab/guest" "$tmp/lab/"
 cp "$repo/xenlab/tests/backend-dom0.sh" "$tmp/backend-dom0.sh"
+results=${XENLAB_BACKEND_RESULTS:-$repo/target/xenlab-backend}
+rm -rf "$results"
 rc=0
-"$tmp/lab/lab.sh" run --timeout "${XENLAB_BACKEND_TIMEOUT:-1800}" --mem 2048 \
+"$tmp/lab/lab.sh" run --timeout "${XENLAB_BACKEND_TIMEOUT:-1800}" --mem 2048 --results "$results" \
   --payload "$driver:xen_lab" --payload "$bundle/vmlinux:vmlinux" --payload "$bundle/initrd:initrd" \
   --payload "$tmp/root.squashfs:root.squashfs" \
   "$tmp/backend-dom0.sh" "$runs" || rc=$?
+say "the lab driver's full output (with the zones' consoles): $results/{backend,time,peer}.log"
 exit $rc

@@ -171,11 +171,13 @@ impl Lab {
     }
 }
 
-/// Console output collected by a reader task, with the time of its first byte.
+/// Console output collected by a reader task, with the arrival time of every chunk.
 #[derive(Clone, Default)]
 struct Console {
     text: Arc<Mutex<String>>,
     first: Arc<Mutex<Option<Instant>>>,
+    /// (arrival, length of `text` after the chunk)
+    chunks: Arc<Mutex<Vec<(Instant, usize)>>>,
 }
 
 impl Console {
@@ -188,12 +190,15 @@ impl Console {
                 if n == 0 {
                     break;
                 }
-                out.first.lock().unwrap().get_or_insert_with(Instant::now);
+                let now = Instant::now();
+                out.first.lock().unwrap().get_or_insert(now);
                 let s = String::from_utf8_lossy(&buf[..n]).into_owned();
                 for line in s.lines() {
                     println!("GUEST| {line}");
                 }
-                out.text.lock().unwrap().push_str(&s);
+                let mut text = out.text.lock().unwrap();
+                text.push_str(&s);
+                out.chunks.lock().unwrap().push((now, text.len()));
             }
         });
         c
@@ -201,6 +206,13 @@ impl Console {
 
     fn contains(&self, s: &str) -> bool {
         self.text.lock().unwrap().contains(s)
+    }
+
+    /// When `s` arrived (its last byte), if it has.
+    fn time_of(&self, s: &str) -> Option<Instant> {
+        let end = self.text.lock().unwrap().find(s)? + s.len();
+        let chunks = self.chunks.lock().unwrap();
+        chunks.iter().find(|(_, len)| *len >= end).map(|(t, _)| *t)
     }
 
     async fn wait_for(&self, s: &str, timeout: Duration) -> Result<()> {
@@ -215,6 +227,12 @@ impl Console {
         Ok(())
     }
 }
+
+/// The guest kernel's line when it starts the initrd's /init (its boot is done).
+const RUN_INIT: &str = "Run /init as init process";
+/// The timed runs boot without `quiet`: the first console byte is the kernel's first line,
+/// under spore and under xl alike.
+const TIMED_CMDLINE: &str = "console=hvc0";
 
 type Idm = Framed<Box<dyn ByteStream>, IdmCodec>;
 
@@ -638,9 +656,16 @@ fn mac(run: u32) -> String {
 /// Sequential zones with the `peer` devices, timed from the request.
 async fn time(lab: Lab, runs: u32) -> Result<()> {
     let backend = XenBackend::new(lab.config())?;
+    let ms = |req: Instant, t: Option<Instant>| {
+        t.map_or_else(
+            || "-".to_string(),
+            |t| t.duration_since(req).as_millis().to_string(),
+        )
+    };
     for run in 1..=runs {
         let mut spec = lab.spec(&format!("timed-{run}"), "echo timed-workload; exit 0")?;
         spec.nic = Some(NicSpec { mac: mac(run) });
+        spec.kernel_cmdline = TIMED_CMDLINE.into();
         let rss = rss_kib();
         let req = Instant::now();
         backend.create(&spec).await?;
@@ -649,20 +674,19 @@ async fn time(lab: Lab, runs: u32) -> Result<()> {
         let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
         expect_started(&mut idm).await?;
         let started = req.elapsed();
-        console.wait_for("timed-workload", BOOT).await?;
-        let output = req.elapsed();
         expect_exit(&mut idm, 0).await?;
-        let first = console.first.lock().unwrap().context("no console output")?;
+        console.wait_for("timed-workload", BOOT).await?;
         let held_rss = rss_kib().saturating_sub(rss);
         tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
         let t = Instant::now();
         backend.destroy(spec.zone_id).await?;
         result(format!(
-            "time run={run} request_to_unpause_ms={} request_to_first_console_ms={} request_to_started_ms={} request_to_workload_output_ms={} destroy_ms={} rss_growth_kib={held_rss}",
+            "time run={run} request_to_unpause_ms={} request_to_first_console_ms={} request_to_kernel_run_init_ms={} request_to_started_ms={} request_to_workload_output_ms={} destroy_ms={} rss_growth_kib={held_rss}",
             unpause.as_millis(),
-            first.duration_since(req).as_millis(),
+            ms(req, *console.first.lock().unwrap()),
+            ms(req, console.time_of(RUN_INIT)),
             started.as_millis(),
-            output.as_millis(),
+            ms(req, console.time_of("timed-workload")),
             t.elapsed().as_millis(),
         ));
         std::fs::remove_dir_all(&spec.zone_dir)?;
@@ -674,7 +698,8 @@ async fn time(lab: Lab, runs: u32) -> Result<()> {
 /// (the domain is unpaused) and until the first byte reaches xenconsoled's log.
 async fn peer(lab: Lab, runs: u32) -> Result<()> {
     for run in 1..=runs {
-        let spec = lab.spec(&format!("xl-peer-{run}"), "echo peer; exit 0")?;
+        let mut spec = lab.spec(&format!("xl-peer-{run}"), "echo peer; exit 0")?;
+        spec.kernel_cmdline = TIMED_CMDLINE.into();
         let name = format!("xl-peer-{run}");
         let cfg = spec.zone_dir.join("xl.cfg");
         std::fs::write(
@@ -704,18 +729,29 @@ async fn peer(lab: Lab, runs: u32) -> Result<()> {
             "xl create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // xenconsoled's log of the guest, polled every 10 ms (no forks: they cost dom0 CPU).
         let deadline = Instant::now() + BOOT;
-        let first = loop {
-            if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
-                break req.elapsed();
+        let (mut first, mut run_init) = (None, None);
+        while run_init.is_none() {
+            let text = std::fs::read(&log).unwrap_or_default();
+            if !text.is_empty() {
+                first.get_or_insert_with(|| req.elapsed());
             }
-            ensure!(Instant::now() < deadline, "no console output from {name}");
+            if String::from_utf8_lossy(&text).contains(RUN_INIT) {
+                run_init = Some(req.elapsed());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{name}: no {RUN_INIT:?} on its console"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        }
+        let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis());
         result(format!(
-            "peer run={run} xl_create_return_ms={} request_to_first_console_ms={}",
+            "peer run={run} xl_create_return_ms={} request_to_first_console_ms={} request_to_kernel_run_init_ms={}",
             returned.as_millis(),
-            first.as_millis()
+            ms(first),
+            ms(run_init)
         ));
         let _ = tokio::process::Command::new("xl")
             .args(["destroy", &name])
