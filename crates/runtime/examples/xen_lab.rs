@@ -459,6 +459,22 @@ async fn backend_test(lab: Lab) -> Result<()> {
     assert_clean(spec.zone_id, domid, &loops).await?;
     result("zone2_exit7=OK");
 
+    // 2b. The smallest zone the backend accepts boots and runs its workload.
+    let mut spec = lab.spec("smallest", "echo smallest; exit 0")?;
+    spec.memory_mib = backend.min_memory_mib();
+    let info = backend.create(&spec).await?;
+    let domid = domid_of(&info)?;
+    let console = Console::spawn(backend.open_console(spec.zone_id).await?);
+    let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
+    expect_started(&mut idm).await?;
+    expect_exit(&mut idm, 0).await?;
+    console.wait_for("smallest", BOOT).await?;
+    tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+    let loops = loops_of(domid)?;
+    backend.destroy(spec.zone_id).await?;
+    assert_clean(spec.zone_id, domid, &loops).await?;
+    result(format!("smallest_zone_boots=OK memory_mib={}", spec.memory_mib));
+
     // 3. Three long-running zones at once (one with two vCPUs, one with a NIC).
     let ticker = "echo up; while true; do echo tick; sleep 1; done";
     let mut specs = Vec::new();
