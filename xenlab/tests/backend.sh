@@ -30,7 +30,7 @@ fi
 say "building the lab driver (static, musl)"
 CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
   cargo build -q -p spore-runtime --example xen_lab --release --target x86_64-unknown-linux-musl
-driver=$repo/target/x86_64-unknown-linux-musl/release/examples/xen_lab
+driver=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-musl/release/examples/xen_lab
 
 tmp=$(mktemp -d /tmp/spore-xenbackend.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
