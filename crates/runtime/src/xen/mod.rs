@@ -13,6 +13,7 @@
 //! to and destroys what an earlier one created; no state is kept in files.
 
 mod images;
+mod resources;
 mod status;
 mod store;
 mod teardown;
@@ -680,52 +681,7 @@ impl Backend for XenBackend {
         let zone = self.zone(zone_id).await?;
         let domid = zone.domid;
         let min = self.inner.min_memory_mib;
-        self.blocking(move |_| set_resources(zone_id, domid, resources, min))
+        self.blocking(move |_| resources::set(zone_id, domid, resources, min))
             .await?
     }
-}
-
-/// Writes the vCPU online mask and the balloon target, within what the domain was built
-/// with (read from its dom0-owned nodes).
-fn set_resources(zone: Uuid, domid: DomId, r: Resources, min_mib: u64) -> Result<()> {
-    let invalid = |detail: String| Error::InvalidSpec { zone, detail };
-    let ctx = |what: &str| xen(format!("{what} of domain {domid}"));
-    let mut xs = XsClient::open().map_err(ctx("connecting to xenstored for the resources"))?;
-    let home = format!("/local/domain/{domid}");
-    let vcpus = xs
-        .directory(&format!("{home}/cpu"))
-        .map_err(ctx("reading the vCPUs"))?
-        .unwrap_or_default()
-        .iter()
-        .filter(|n| n.parse::<u32>().is_ok())
-        .count() as u32;
-    let max_kib = devices::parse_num(
-        xs.read(&format!("{home}/memory/static-max"))
-            .map_err(ctx("reading the memory size"))?,
-    )
-    .unwrap_or(0) as u64;
-    if r.vcpus == 0 || r.vcpus > vcpus {
-        return Err(invalid(format!(
-            "{} vCPUs: the zone was created with {vcpus}, so 1 to {vcpus} can be online",
-            r.vcpus
-        )));
-    }
-    if r.memory_mib * 1024 > max_kib || r.memory_mib < min_mib {
-        return Err(invalid(format!(
-            "{} MiB of memory: the zone can use {min_mib} to {} MiB",
-            r.memory_mib,
-            max_kib / 1024
-        )));
-    }
-    xs.transaction(|tx| {
-        for v in 0..vcpus {
-            let state = if v < r.vcpus { "online" } else { "offline" };
-            tx.write(&format!("{home}/cpu/{v}/availability"), state.as_bytes())?;
-        }
-        tx.write(
-            &format!("{home}/memory/target"),
-            (r.memory_mib * 1024).to_string().as_bytes(),
-        )
-    })
-    .map_err(ctx("writing the resources"))
 }
