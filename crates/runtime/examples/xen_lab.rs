@@ -8,7 +8,10 @@
 //! xen_lab backend KERNEL INITRD ROOT_SQUASHFS WORK_DIR
 //! xen_lab time    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
 //! xen_lab peer    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
+//! xen_lab sizes   KERNEL INITRD ROOT_SQUASHFS WORK_DIR MIB...
 //! ```
+//!
+//! `sizes` boots one zone per memory size (MiB) and says whether its workload ran.
 //!
 //! `time` and `peer` boot the same guest with the same devices (root image on xvda, config
 //! block on xvdb, a vif; `peer` puts the vif on bridge `xenbr0`, which must exist) and print,
@@ -80,6 +83,13 @@ async fn main() {
             Ok(runs) => peer(Lab::new(&args[1..5]), runs).await,
             Err(e) => Err(anyhow::anyhow!("RUNS: {e}")),
         },
+        Some("sizes") if args.len() > 5 => {
+            let sizes: Result<Vec<u64>, _> = args[5..].iter().map(|a| a.parse()).collect();
+            match sizes {
+                Ok(sizes) => sizes_test(Lab::new(&args[1..5]), &sizes).await,
+                Err(e) => Err(anyhow::anyhow!("MIB: {e}")),
+            }
+        }
         _ => Err(anyhow::anyhow!(
             "usage: xen_lab backend KERNEL INITRD ROOT WORK | time|peer KERNEL INITRD ROOT WORK RUNS"
         )),
@@ -473,7 +483,10 @@ async fn backend_test(lab: Lab) -> Result<()> {
     let loops = loops_of(domid)?;
     backend.destroy(spec.zone_id).await?;
     assert_clean(spec.zone_id, domid, &loops).await?;
-    result(format!("smallest_zone_boots=OK memory_mib={}", spec.memory_mib));
+    result(format!(
+        "smallest_zone_boots=OK memory_mib={}",
+        spec.memory_mib
+    ));
 
     // 3. Three long-running zones at once (one with two vCPUs, one with a NIC).
     let ticker = "echo up; while true; do echo tick; sleep 1; done";
@@ -662,6 +675,42 @@ async fn backend_test(lab: Lab) -> Result<()> {
     );
     ensure!(backend.list().await?.is_empty(), "zones left");
     result("all_destroyed=OK");
+    Ok(())
+}
+
+/// One zone per memory size: did its workload run, or how did its domain stop?
+async fn sizes_test(lab: Lab, sizes: &[u64]) -> Result<()> {
+    let backend = XenBackend::new(XenConfig {
+        boot_headroom_mib: 0, // only the layout's floor: try what we are told
+        ..lab.config()
+    })?;
+    for &mib in sizes {
+        let mut spec = lab.spec(&format!("size-{mib}"), "echo workload-ran; exit 0")?;
+        spec.memory_mib = mib;
+        spec.kernel_cmdline = TIMED_CMDLINE.into();
+        let outcome = match backend.create(&spec).await {
+            Err(e) => format!("refused: {e}"),
+            Ok(_) => {
+                let console = Console::spawn(backend.open_console(spec.zone_id).await?);
+                let _idm = backend.open_idm(spec.zone_id).await;
+                let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
+                if console.contains("workload-ran") {
+                    "booted".to_string()
+                } else {
+                    let text = console.text.lock().unwrap().clone();
+                    let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                    format!(
+                        "failed ({:?}: {}); console ends: {}",
+                        stop.reason,
+                        stop.detail,
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    )
+                }
+            }
+        };
+        let _ = backend.destroy(spec.zone_id).await;
+        result(format!("size memory_mib={mib} {outcome}"));
+    }
     Ok(())
 }
 

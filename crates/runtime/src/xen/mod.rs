@@ -44,6 +44,11 @@ use zone::{Channel, Connected, Zone};
 /// The memory floor reported when the configured guest bundle cannot be read at start
 /// (create still checks the exact need of the kernel and initrd it boots).
 pub const FALLBACK_MIN_MEMORY_MIB: u64 = 128;
+/// Memory a zone needs beyond its kernel's initial mapping to boot, by default (see
+/// [`XenConfig::boot_headroom_mib`]). Measured in the lab with the Debian 6.1 kernel and the
+/// bundle's initrd (layout minimum 80 MiB): 84 MiB panics out of memory while booting, 88
+/// MiB runs a shell workload; 16 MiB keeps a margin over that.
+pub const BOOT_HEADROOM_MIB: u64 = 16;
 /// vCPUs a zone may have.
 pub const MAX_VCPUS: u32 = 128;
 /// The console device that carries IDM (hvc1).
@@ -62,6 +67,10 @@ pub struct XenConfig {
     /// The guest bundle's kernel and initrd, for [`Backend::min_memory_mib`].
     pub guest_kernel: Option<PathBuf>,
     pub guest_initrd: Option<PathBuf>,
+    /// Memory a zone needs beyond its kernel's initial mapping (`Layout::min_memory_mib`) for
+    /// the kernel to boot and spore-init to run: the layout alone is not enough (measured in
+    /// the lab with the Debian 6.1 kernel: `xenlab/tests/backend.sh`, docs/backends.md).
+    pub boot_headroom_mib: u64,
     /// How long the guest may take to connect its IDM console (its kernel boot).
     pub idm_timeout: Duration,
     /// How long `destroy` lets a running guest close its devices.
@@ -82,6 +91,7 @@ impl XenConfig {
             zones_root,
             guest_kernel: None,
             guest_initrd: None,
+            boot_headroom_mib: BOOT_HEADROOM_MIB,
             idm_timeout: Duration::from_secs(120),
             device_timeout: Duration::from_secs(5),
             release_timeout: Duration::from_secs(15),
@@ -169,7 +179,7 @@ impl XenBackend {
         let images = Images::new(config.kernel_cache.clone());
         let min_memory_mib = match (&config.guest_kernel, &config.guest_initrd) {
             (Some(k), Some(i)) => match (images.kernel(k), images.initrd(i)) {
-                (Ok(k), Ok(i)) => Layout::min_memory_mib(&k.info, i.len() as u64),
+                (Ok(k), Ok(i)) => zone_min_mib(&k, i.len(), config.boot_headroom_mib),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(
                         "cannot read the guest bundle ({}); assuming zones need {FALLBACK_MIN_MEMORY_MIB} MiB",
@@ -247,11 +257,8 @@ impl XenBackend {
             zone: spec.zone_id,
             detail,
         };
-        if spec.memory_mib < self.inner.min_memory_mib {
-            return Err(invalid(format!(
-                "{} MiB of memory is below the {} MiB a Xen zone needs (the guest kernel's initial mapping)",
-                spec.memory_mib, self.inner.min_memory_mib
-            )));
+        if spec.memory_mib == 0 {
+            return Err(invalid("0 MiB of memory".into()));
         }
         if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
             return Err(invalid(format!(
@@ -279,6 +286,65 @@ impl XenBackend {
         Ok(())
     }
 
+    /// Resolves when `zone`'s domain `domid` has stopped: on `@releaseDomain` (fired when a
+    /// domain shuts down or goes) and every [`STOP_POLL`], it asks the hypervisor.
+    async fn watch_stop(&self, zone: Uuid, domid: DomId) -> Result<DomainStop> {
+        let mut watch = None;
+        loop {
+            // Watch first, then look: a stop between the two still fires the watch.
+            if watch.is_none() {
+                match AsyncXs::connect().await {
+                    Ok(xs) => match xs.watch("@releaseDomain").await {
+                        Ok(w) => watch = Some((xs, w)),
+                        Err(e) => tracing::warn!(zone = %zone, "cannot watch @releaseDomain: {e}"),
+                    },
+                    Err(e) => tracing::warn!(zone = %zone, "cannot reach xenstored: {e}"),
+                }
+            }
+            let state = self
+                .blocking(move |i| status::state_of(zone, domid, i.hv.domain_info(domid)))
+                .await?
+                .map_err(xen(format!("asking Xen about domain {domid}")))?;
+            if let DomainState::Stopped(stop) = state {
+                return Ok(stop);
+            }
+            match &mut watch {
+                Some((_, w)) => {
+                    if let Ok(None) = tokio::time::timeout(STOP_POLL, w.next()).await {
+                        watch = None; // xenstored went away: poll, then watch again
+                        tokio::time::sleep(STOP_POLL).await;
+                    }
+                }
+                None => tokio::time::sleep(STOP_POLL).await,
+            }
+        }
+    }
+
+    /// Connects the IDM console once the guest's frontend has published its ring; fails at
+    /// once if the domain stops first (a guest that dies while booting never publishes it).
+    async fn connect_idm(&self, zone: Uuid, domid: DomId) -> Result<Connected> {
+        let xs = AsyncXs::connect()
+            .await
+            .map_err(xen("connecting to xenstored"))?;
+        let timeout = self.inner.config.idm_timeout;
+        let gnt = &self.inner.gnt;
+        tokio::select! {
+            backend = devices::connect_console_async(&xs, gnt, domid, IDM_CONSOLE, timeout) => {
+                let backend = backend.map_err(xen(format!(
+                    "connecting the IDM console (hvc1) of domain {domid}"
+                )))?;
+                Ok(backend.spawn())
+            }
+            stop = self.watch_stop(zone, domid) => Err(Error::Launch {
+                zone,
+                detail: format!(
+                    "the domain stopped before the guest connected its IDM console (hvc1): {}",
+                    stop?.detail
+                ),
+            }),
+        }
+    }
+
     /// Tears down a domain that failed during create and returns the create error.
     async fn abandon(&self, zone: Uuid, domid: DomId, loops: Vec<LoopDevice>, e: Error) -> Error {
         let t = self.inner.config.timeouts();
@@ -298,6 +364,11 @@ impl XenBackend {
         }
         e
     }
+}
+
+/// The smallest zone that boots `kernel` with an initrd of `initrd_len` bytes.
+fn zone_min_mib(kernel: &KernelImage, initrd_len: usize, headroom_mib: u64) -> u64 {
+    Layout::min_memory_mib(&kernel.info, initrd_len as u64).saturating_add(headroom_mib)
 }
 
 fn load_error_text(e: &LoadError) -> String {
@@ -418,19 +489,6 @@ impl Inner {
     }
 }
 
-/// Connects the IDM console once the guest's frontend has published its ring.
-async fn connect_idm(gnt: GntDev, domid: DomId, timeout: Duration) -> Result<Connected> {
-    let xs = AsyncXs::connect()
-        .await
-        .map_err(xen("connecting to xenstored"))?;
-    let backend = devices::connect_console_async(&xs, &gnt, domid, IDM_CONSOLE, timeout)
-        .await
-        .map_err(xen(format!(
-            "connecting the IDM console (hvc1) of domain {domid}"
-        )))?;
-    Ok(backend.spawn())
-}
-
 /// Connects console 0: grant reference 0 and the console event channel, known from the build
 /// or read from the domain's dom0-owned `console/port` node.
 async fn connect_console(
@@ -509,13 +567,15 @@ impl Backend for XenBackend {
                 },
             })?;
         let loaded_ms = started.elapsed().as_millis() as u64;
-        let need = Layout::min_memory_mib(&kernel.info, initrd.len() as u64);
+        let need = zone_min_mib(&kernel, initrd.len(), self.inner.config.boot_headroom_mib);
         if spec.memory_mib < need {
             return Err(Error::InvalidSpec {
                 zone: id,
                 detail: format!(
-                    "{} MiB of memory is below the {need} MiB this kernel and initrd need",
-                    spec.memory_mib
+                    "{} MiB of memory is below the {need} MiB a Xen zone with this kernel and initrd needs ({} MiB for the kernel's initial mapping, {} MiB to boot)",
+                    spec.memory_mib,
+                    need - self.inner.config.boot_headroom_mib,
+                    self.inner.config.boot_headroom_mib
                 ),
             });
         }
@@ -539,11 +599,11 @@ impl Backend for XenBackend {
             ch.stop().await;
             return Err(self.abandon(id, domid, built.loops, e).await);
         }
-        let idm = tokio::spawn(connect_idm(
-            self.inner.gnt.clone(),
-            domid,
-            self.inner.config.idm_timeout,
-        ));
+        // The task holds the backend until the guest's frontend shows up or the domain stops.
+        let idm = {
+            let this = self.clone();
+            tokio::spawn(async move { this.connect_idm(id, domid).await })
+        };
         let zone = Zone::new(
             domid,
             Channel::connected(console),
@@ -632,49 +692,13 @@ impl Backend for XenBackend {
             return Ok(Box::new(ready?));
         }
         ch.stop().await;
-        let connected = connect_idm(
-            self.inner.gnt.clone(),
-            zone.domid,
-            self.inner.config.idm_timeout,
-        )
-        .await?;
+        let connected = self.connect_idm(zone_id, zone.domid).await?;
         Ok(Box::new(ch.replace(connected)))
     }
 
     async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
         let zone = self.zone(zone_id).await?;
-        let domid = zone.domid;
-        let mut watch = None;
-        loop {
-            // Watch first, then look: a stop between the two still fires the watch.
-            if watch.is_none() {
-                match AsyncXs::connect().await {
-                    Ok(xs) => match xs.watch("@releaseDomain").await {
-                        Ok(w) => watch = Some((xs, w)),
-                        Err(e) => {
-                            tracing::warn!(zone = %zone_id, "cannot watch @releaseDomain: {e}")
-                        }
-                    },
-                    Err(e) => tracing::warn!(zone = %zone_id, "cannot reach xenstored: {e}"),
-                }
-            }
-            let state = self
-                .blocking(move |i| status::state_of(zone_id, domid, i.hv.domain_info(domid)))
-                .await?
-                .map_err(xen(format!("asking Xen about domain {domid}")))?;
-            if let DomainState::Stopped(stop) = state {
-                return Ok(stop);
-            }
-            match &mut watch {
-                Some((_, w)) => {
-                    if let Ok(None) = tokio::time::timeout(STOP_POLL, w.next()).await {
-                        watch = None; // xenstored went away: poll, then watch again
-                        tokio::time::sleep(STOP_POLL).await;
-                    }
-                }
-                None => tokio::time::sleep(STOP_POLL).await,
-            }
-        }
+        self.watch_stop(zone_id, zone.domid).await
     }
 
     async fn update_resources(&self, zone_id: Uuid, resources: Resources) -> Result<()> {
