@@ -55,14 +55,16 @@ fn rss_kib() -> u64 {
     status_kib("VmRSS:")
 }
 
-/// Resident memory in words: total, anonymous (the process's own), file (mapped kernels:
-/// page cache shared with every other mapping of the file).
+/// Resident memory in words: total, anonymous (the process's own), file and shmem (mapped
+/// files, e.g. the kernel: page cache shared with every other mapping of the file; shmem when
+/// the file is on tmpfs).
 fn rss_breakdown() -> String {
     format!(
-        "rss_kib={} rss_anon_kib={} rss_file_kib={}",
+        "rss_kib={} rss_anon_kib={} rss_file_kib={} rss_shmem_kib={}",
         status_kib("VmRSS:"),
         status_kib("RssAnon:"),
-        status_kib("RssFile:")
+        status_kib("RssFile:"),
+        status_kib("RssShmem:")
     )
 }
 
