@@ -45,6 +45,8 @@ echo "== backend: create, consoles, IDM, exit codes, re-adoption, destroy, stop 
 t=$EPOCHREALTIME
 drive backend backend "$K" "$I" "$root" "$work"
 echo "backend_test_ms=$(lab_ms_since "$t")"
+echo "== adopt: a new process takes over the zone the last one left running"
+drive adopt adopt "$K" "$I" "$root" "$work"
 left=$(left_behind)
 if [ -n "$left" ]; then echo "FAIL left behind (xl/xenstore-ls/losetup): $left"; failed=1
 else echo "independent check (xl list, xenstore-ls, losetup): nothing left"; fi

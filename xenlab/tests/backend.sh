@@ -5,7 +5,8 @@
 #   - zones print, report Started and Exit(0) / Exit(7) over IDM, power off (wait_stopped);
 #   - three zones at once (one with 2 vCPUs, one with a vif), update_resources, a fresh backend
 #     re-adopts them (list, console, IDM ping), destroy while running, a domain destroyed
-#     behind spore's back (Killed), a guest kernel crash (Crash);
+#     behind spore's back (Killed), a guest kernel crash (Crash); a new process takes over a
+#     zone the previous one left running (list, console, IDM ping, destroy);
 #   - after each destroy: no domain, no xenstore node, no loop device; at the end the same
 #     checked with Xen's own tools (xl list, xenstore-ls, losetup);
 #   - RUNS timed zones and RUNS `xl create`s of the same kernel, initrd and devices (peer).

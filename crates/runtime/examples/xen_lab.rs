@@ -8,8 +8,12 @@
 //! xen_lab backend KERNEL INITRD ROOT_SQUASHFS WORK_DIR
 //! xen_lab time    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
 //! xen_lab peer    KERNEL INITRD ROOT_SQUASHFS WORK_DIR RUNS
+//! xen_lab adopt   KERNEL INITRD ROOT_SQUASHFS WORK_DIR
 //! xen_lab sizes   KERNEL INITRD ROOT_SQUASHFS WORK_DIR MIB...
 //! ```
+//!
+//! `backend` ends with one zone left running; `adopt`, in a new process, takes it over
+//! (list, console, IDM) and destroys it.
 //!
 //! `sizes` boots one zone per memory size (MiB) and says whether its workload ran.
 //!
@@ -80,6 +84,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("backend") if args.len() == 5 => backend_test(Lab::new(&args[1..5])).await,
+        Some("adopt") if args.len() == 5 => adopt(Lab::new(&args[1..5])).await,
         Some(cmd @ ("time" | "peer")) if args.len() == 6 => match args[5].parse() {
             Ok(runs) if cmd == "time" => time(Lab::new(&args[1..5]), runs).await,
             Ok(runs) => peer(Lab::new(&args[1..5]), runs).await,
@@ -677,6 +682,46 @@ async fn backend_test(lab: Lab) -> Result<()> {
     );
     ensure!(backend.list().await?.is_empty(), "zones left");
     result("all_destroyed=OK");
+
+    // 8. A zone left running for the next process (`adopt`), as spored leaves its zones when
+    // it stops.
+    let spec = lab.spec("handoff", ticker)?;
+    backend.create(&spec).await?;
+    let console = Console::spawn(backend.open_console(spec.zone_id).await?);
+    let mut idm = Framed::new(backend.open_idm(spec.zone_id).await?, IdmCodec::new());
+    expect_started(&mut idm).await?;
+    console.wait_for("tick", BOOT).await?;
+    result(format!("handoff_zone_running zone={}", spec.zone_id));
+    Ok(())
+}
+
+/// In a fresh process: the one zone a previous process left running is listed, its console
+/// and IDM channel re-attached, and it is destroyed without a trace.
+async fn adopt(lab: Lab) -> Result<()> {
+    let backend = XenBackend::new(lab.config())?;
+    let listed = backend.list().await?;
+    ensure!(
+        listed.len() == 1 && listed[0].running,
+        "one running zone expected, found {listed:?}"
+    );
+    let zone = listed[0].zone_id;
+    let domid = domid_of(&listed[0])?;
+    let console = Console::spawn(backend.open_console(zone).await?);
+    console.wait_for("tick", Duration::from_secs(30)).await?;
+    let mut idm = Framed::new(backend.open_idm(zone).await?, IdmCodec::new());
+    idm.send(IdmPacket::request(
+        9,
+        Body::Ping(proto::Ping { nonce: 4242 }),
+    ))
+    .await?;
+    match next_body(&mut idm, "Pong").await? {
+        Body::Pong(p) => ensure!(p.nonce == 4242, "{p:?}"),
+        other => bail!("expected Pong, got {other:?}"),
+    }
+    let loops = loops_of(domid)?;
+    backend.destroy(zone).await?;
+    assert_clean(zone, domid, &loops).await?;
+    result(format!("adopt_other_process=OK zone={zone} domid={domid}"));
     Ok(())
 }
 
