@@ -683,7 +683,35 @@ async fn backend_test(lab: Lab) -> Result<()> {
     ensure!(backend.list().await?.is_empty(), "zones left");
     result("all_destroyed=OK");
 
-    // 8. A zone left running for the next process (`adopt`), as spored leaves its zones when
+    // 8. Half-built: a domain built but never introduced (spored died in between) is listed as
+    // ours and not running, and destroy removes it.
+    let spec = lab.spec("half-built", "true")?;
+    let kernel = spore_xen::kernel::KernelImage::load(&lab.kernel, None)?;
+    let initrd = std::fs::read(&lab.initrd)?;
+    let cfg = spore_xen::builder::DomainConfig::new(
+        *spec.zone_id.as_bytes(),
+        128,
+        1,
+        "console=hvc0".into(),
+    );
+    let built = spore_xen::builder::DomainBuilder::new(&hv).build(&cfg, &kernel, Some(&initrd))?;
+    let listed = backend.list().await?;
+    ensure!(
+        listed.len() == 1
+            && listed[0].zone_id == spec.zone_id
+            && !listed[0].running
+            && listed[0].handle.ends_with("(half-built)"),
+        "{listed:?}"
+    );
+    backend.destroy(spec.zone_id).await?;
+    assert_clean(spec.zone_id, built.domid, &[]).await?;
+    ensure!(backend.list().await?.is_empty(), "zones left");
+    result(format!(
+        "half_built_listed_and_destroyed=OK domid={}",
+        built.domid
+    ));
+
+    // 9. A zone left running for the next process (`adopt`), as spored leaves its zones when
     // it stops.
     let spec = lab.spec("handoff", ticker)?;
     backend.create(&spec).await?;
