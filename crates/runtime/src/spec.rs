@@ -54,6 +54,23 @@ pub struct LaunchSpec {
 }
 
 impl LaunchSpec {
+    /// Checks that the files the VM boots from exist, naming the first one that does not.
+    pub fn check_files(&self) -> crate::Result<()> {
+        for (what, path) in [
+            ("kernel", &self.kernel),
+            ("initrd", &self.initrd),
+            ("root image", &self.root_image),
+            ("config block", &self.config_block),
+        ] {
+            std::fs::metadata(path).map_err(|source| crate::Error::File {
+                what,
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// A name for the VM that is unique per host and says what it is.
     pub fn vm_name(&self) -> String {
         format!("spore-{}", self.zone_id)

@@ -193,18 +193,7 @@ impl QemuBackend {
                 "the QEMU backend has no zone networking yet (it arrives with sporenet): create the zone with networking off".into(),
             ));
         }
-        for (what, path) in [
-            ("kernel", &spec.kernel),
-            ("initrd", &spec.initrd),
-            ("root image", &spec.root_image),
-            ("config block", &spec.config_block),
-        ] {
-            std::fs::metadata(path).map_err(|source| Error::File {
-                what,
-                path: path.clone(),
-                source,
-            })?;
-        }
+        spec.check_files()?;
         ZoneFiles::new(&spec.zone_dir)
             .check_socket_paths()
             .map_err(invalid)

@@ -271,18 +271,7 @@ impl XenBackend {
                 "the zone has a NIC but netback is not loaded: modprobe xen-netback".into(),
             ));
         }
-        for (what, path) in [
-            ("kernel", &spec.kernel),
-            ("initrd", &spec.initrd),
-            ("root image", &spec.root_image),
-            ("config block", &spec.config_block),
-        ] {
-            std::fs::metadata(path).map_err(|source| Error::File {
-                what,
-                path: path.clone(),
-                source,
-            })?;
-        }
+        spec.check_files()?;
         Ok(())
     }
 
