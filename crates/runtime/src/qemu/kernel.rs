@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use spore_xen::kernel::{cached_elf_path, extract_elf};
+use spore_xen::kernel::cache_elf;
 
 /// Extracted kernels by source file identity.
 #[derive(Debug)]
@@ -41,38 +41,14 @@ impl KernelCache {
         {
             return Ok(elf.clone());
         }
-        let data =
-            std::fs::read(kernel).map_err(|e| format!("kernel {}: {e}", kernel.display()))?;
-        if data.starts_with(b"\x7fELF") {
-            return Ok(kernel.to_path_buf());
-        }
-        let cached = cached_elf_path(&self.dir, &data);
-        let _one_at_a_time = self.extracting.lock().unwrap();
-        if !cached.is_file() {
-            let elf = extract_elf(&data)
-                .map_err(|e| format!("kernel {} is not bootable: {e}", kernel.display()))?;
-            write_atomic(&cached, &elf)?;
-            tracing::info!(
-                "extracted the ELF of kernel {} into {}",
-                kernel.display(),
-                cached.display()
-            );
-        }
+        let cached = {
+            let _one_at_a_time = self.extracting.lock().unwrap();
+            cache_elf(kernel, &self.dir)
+                .map_err(|e| format!("kernel {} is not bootable: {e}", kernel.display()))?
+        };
         self.known.lock().unwrap().insert(key, cached.clone());
         Ok(cached)
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write {}: {e}", path.display())
-        })
 }
 
 #[cfg(test)]

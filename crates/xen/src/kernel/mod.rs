@@ -159,6 +159,21 @@ impl KernelImage {
     }
 }
 
+/// The ELF file to boot for the kernel file `path`: `path` itself when it is an ELF, else the
+/// payload of the bzImage, extracted into `cache_dir` (as [`KernelImage::load`] does) unless
+/// it is there already. Callers serialise calls for one `cache_dir`.
+pub fn cache_elf(path: &Path, cache_dir: &Path) -> Result<PathBuf> {
+    let data = KernelBytes::map(path)?;
+    if data.starts_with(b"\x7fELF") {
+        return Ok(path.to_path_buf());
+    }
+    let cached = cached_elf_path(cache_dir, &data);
+    if !cached.is_file() {
+        write_atomic(&cached, &extract_elf(&data)?)?;
+    }
+    Ok(cached)
+}
+
 /// Where [`KernelImage::load`] caches the ELF extracted from `data`.
 pub fn cached_elf_path(dir: &Path, data: &[u8]) -> PathBuf {
     dir.join(format!("{}.elf", hex::encode(Sha256::digest(data))))
