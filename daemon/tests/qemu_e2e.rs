@@ -147,6 +147,16 @@ impl Host {
         }
     }
 
+    async fn zones(&self) -> Vec<v1::Zone> {
+        self.client()
+            .await
+            .list_zones(v1::ListZonesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .zones
+    }
+
     async fn logs(&self, id: &str) -> String {
         let mut stream = self
             .client()
@@ -177,6 +187,14 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// The recorded exit of an ended zone.
+fn exit_of(zone: v1::Zone) -> v1::exit_status::Status {
+    zone.status
+        .and_then(|s| s.exit)
+        .and_then(|e| e.status)
+        .expect("the zone has an exit status")
 }
 
 /// The QEMU pid from a zone's `domain` ("qemu pid N").
@@ -226,17 +244,10 @@ async fn launch_attach_reports_output_exit_codes_and_signals() {
     ]);
     assert_eq!(out.status.code(), Some(128 + 9), "{}", text(&out));
     let zone = host.wait_state("doomed", v1::ZoneState::Exited).await;
-    let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+    let exit = exit_of(zone);
     assert_eq!(exit, v1::exit_status::Status::Signal(9));
     // --rm removed the first zone; the other two are listed as exited.
-    let zones = host
-        .client()
-        .await
-        .list_zones(v1::ListZonesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .zones;
+    let zones = host.zones().await;
     assert_eq!(zones.len(), 2, "{zones:?}");
 }
 
@@ -253,7 +264,7 @@ async fn five_zones_at_once_then_removed() {
     }
     for (i, id) in ids.iter().enumerate() {
         let zone = host.wait_state(id, v1::ZoneState::Exited).await;
-        let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+        let exit = exit_of(zone);
         assert_eq!(exit, v1::exit_status::Status::Code(0));
         let logs = host.logs(id).await;
         assert!(logs.contains(&format!("zone number {i}")), "{logs}");
@@ -288,14 +299,7 @@ async fn destroy_while_running_leaves_nothing_behind() {
     host.wait_gone(&id).await;
     assert!(!process_alive(pid), "QEMU {pid} survived the destroy");
     assert!(!dir.exists(), "{} left behind", dir.display());
-    let zones = host
-        .client()
-        .await
-        .list_zones(v1::ListZonesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .zones;
+    let zones = host.zones().await;
     assert!(zones.is_empty(), "{zones:?}");
 }
 
@@ -348,7 +352,7 @@ async fn a_zone_survives_a_spored_restart() {
         text(&attach)
     );
     let zone = host.wait_state(&id, v1::ZoneState::Exited).await;
-    let exit = zone.status.unwrap().exit.unwrap().status.unwrap();
+    let exit = exit_of(zone);
     assert_eq!(exit, v1::exit_status::Status::Code(3));
     let logs = host.logs(&id).await;
     assert!(
@@ -373,15 +377,7 @@ async fn bad_inputs_fail_clearly_and_leak_nothing() {
         .unwrap()
         .into_inner()
         .zone_id;
-    let start = Instant::now();
-    let zone = loop {
-        let zone = host.zone(&id).await.unwrap();
-        if zone.status.as_ref().unwrap().state() == v1::ZoneState::Failed {
-            break zone;
-        }
-        assert!(start.elapsed() < ZONE_TIMEOUT, "{zone:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let zone = host.wait_state(&id, v1::ZoneState::Failed).await;
     let reason = &zone.status.as_ref().unwrap().reason;
     assert!(reason.contains("127.0.0.1:9/nothing/here:1"), "{reason}");
     assert!(!host.zone_dir(&id).exists());
@@ -400,14 +396,7 @@ async fn bad_inputs_fail_clearly_and_leak_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("memory"), "{}", err.message());
-    let zones = host
-        .client()
-        .await
-        .list_zones(v1::ListZonesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .zones;
+    let zones = host.zones().await;
     assert_eq!(zones.len(), 1, "only the failed zone: {zones:?}");
 }
 
