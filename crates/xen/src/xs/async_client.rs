@@ -14,7 +14,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, Decoder, Message, MsgType, Perm, WireError};
-use super::{WatchEvent, request_payload, sync::op_name};
+use super::{
+    WatchEvent, request_payload,
+    sync::{op_name, reply_payload},
+};
 use crate::{DomId, Result, XenError};
 
 /// How long a request waits for its reply before failing with [`XenError::XsTimeout`].
@@ -146,22 +149,7 @@ impl AsyncXs {
             Ok(Err(_)) => return Err(XenError::XsClosed),
             Ok(Ok(r)) => r?,
         };
-        if reply.ty == MsgType::Error {
-            let errno = wire::parse_error(&reply.payload)?;
-            return Err(XenError::Xs {
-                op: op_name(op),
-                path: path.to_string(),
-                errno,
-            });
-        }
-        if reply.ty != op {
-            return Err(WireError::UnexpectedType {
-                want: op,
-                got: reply.ty,
-            }
-            .into());
-        }
-        Ok(reply.payload)
+        reply_payload(op, path, reply)
     }
 
     async fn read_in(&self, tx: u32, path: &str) -> Result<Option<Vec<u8>>> {

@@ -104,22 +104,7 @@ impl<T: Read + Write> XsClient<T> {
                 }
                 .into());
             }
-            if m.ty == MsgType::Error {
-                let errno = wire::parse_error(&m.payload)?;
-                return Err(XenError::Xs {
-                    op: op_name(op),
-                    path: path.to_string(),
-                    errno,
-                });
-            }
-            if m.ty != op {
-                return Err(WireError::UnexpectedType {
-                    want: op,
-                    got: m.ty,
-                }
-                .into());
-            }
-            return Ok(m.payload);
+            return reply_payload(op, path, m);
         }
     }
 
@@ -287,6 +272,27 @@ fn rm_result(r: Result<Vec<u8>>) -> Result<()> {
         Err(XenError::Xs { errno, .. }) if errno == "ENOENT" => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// The payload of xenstored's reply to `op` on `path`: an error reply becomes the errno it
+/// names, a reply of another type is refused.
+pub(crate) fn reply_payload(op: MsgType, path: &str, reply: Message) -> Result<Vec<u8>> {
+    if reply.ty == MsgType::Error {
+        let errno = wire::parse_error(&reply.payload)?;
+        return Err(XenError::Xs {
+            op: op_name(op),
+            path: path.to_string(),
+            errno,
+        });
+    }
+    if reply.ty != op {
+        return Err(WireError::UnexpectedType {
+            want: op,
+            got: reply.ty,
+        }
+        .into());
+    }
+    Ok(reply.payload)
 }
 
 pub(crate) fn op_name(op: MsgType) -> &'static str {
