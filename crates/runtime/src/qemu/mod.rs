@@ -96,7 +96,6 @@ struct Vm {
 #[derive(Debug)]
 pub struct QemuBackend {
     config: QemuConfig,
-    version: String,
     accel: AccelDecision,
     machine: MachineOptions,
     host_memory_mib: u64,
@@ -141,7 +140,6 @@ impl QemuBackend {
             tsc_khz: host_tsc_khz(),
         };
         Ok(QemuBackend {
-            version: probe.detail,
             accel,
             machine,
             host_memory_mib: host_memory_mib().unwrap_or(u64::MAX),
@@ -154,11 +152,6 @@ impl QemuBackend {
     /// The accelerator in use and why.
     pub fn accel(&self) -> &AccelDecision {
         &self.accel
-    }
-
-    /// What `qemu --version` said.
-    pub fn version(&self) -> &str {
-        &self.version
     }
 
     fn zone_dir(&self, zone: Uuid) -> PathBuf {
