@@ -56,3 +56,20 @@ lab_domain_gone() {
   done
   return 0
 }
+
+# lab_leftovers: what tests left behind, checked with Xen's own tools: domains other than dom0,
+# xenstore homes, per-domain backend directories, /vm entries, loop devices. Prints nothing
+# when nothing is left. (The per-kind directories backend/vbd etc. are shared by all domains and
+# stay, as with xl.)
+lab_leftovers() {
+  local l
+  l=$(xl list | tail -n +3); [ -z "$l" ] || echo "domains: $l"
+  l=$(xenstore-ls -f /local/domain 2>/dev/null | grep -v '^/local/domain/0/' | grep -v '^/local/domain/0 ' | head -n 5)
+  [ -z "$l" ] || echo "xenstore: $l"
+  l=$(xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep -E '^/local/domain/0/backend/[a-z]+/[0-9]' | head -n 5)
+  [ -z "$l" ] || echo "backends: $l"
+  l=$(xenstore-ls -f /vm 2>/dev/null | head -n 5)
+  [ -z "$l" ] || echo "/vm: $l"
+  l=$(losetup -a)
+  [ -z "$l" ] || echo "loop devices: $l"
+}

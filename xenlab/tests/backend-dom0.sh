@@ -13,20 +13,6 @@ cp "$P/root.squashfs" "$P/vmlinux" "$P/initrd" /run/lab/
 root=/run/lab/root.squashfs K=/run/lab/vmlinux I=/run/lab/initrd
 failed=0
 
-left_behind() { # what a test left: domains other than dom0, xenstore homes, backends, loops
-  local l
-  l=$(xl list | tail -n +3); [ -z "$l" ] || echo "domains: $l"
-  l=$(xenstore-ls -f /local/domain 2>/dev/null | grep -v '^/local/domain/0/' | grep -v '^/local/domain/0 ' | head -n 5)
-  [ -z "$l" ] || echo "xenstore: $l"
-  # (the per-kind directories backend/vbd etc. are shared by all domains and stay, as with xl)
-  l=$(xenstore-ls -f /local/domain/0/backend 2>/dev/null | grep -E '^/local/domain/0/backend/[a-z]+/[0-9]' | head -n 5)
-  [ -z "$l" ] || echo "backends: $l"
-  l=$(xenstore-ls -f /vm 2>/dev/null | head -n 5)
-  [ -z "$l" ] || echo "/vm: $l"
-  l=$(losetup -a)
-  [ -z "$l" ] || echo "loop devices: $l"
-}
-
 # drive NAME ARGS...: runs the lab driver, prints its results (the zones' consoles only on
 # failure; all of it goes to the results share as NAME.log).
 drive() {
@@ -47,7 +33,7 @@ drive backend backend "$K" "$I" "$root" "$work"
 echo "backend_test_ms=$(lab_ms_since "$t")"
 echo "== adopt: a new process takes over the zone the last one left running"
 drive adopt adopt "$K" "$I" "$root" "$work"
-left=$(left_behind)
+left=$(lab_leftovers)
 if [ -n "$left" ]; then echo "FAIL left behind (xl/xenstore-ls/losetup): $left"; failed=1
 else echo "independent check (xl list, xenstore-ls, losetup): nothing left"; fi
 
@@ -59,7 +45,7 @@ lab_xenconsoled || failed=1
 lab_bridge xenbr0 10.99.0.1/24 || failed=1
 drive peer peer "$K" "$I" "$root" "$work" "$runs"
 lab_sleep 2
-left=$(left_behind)
+left=$(lab_leftovers)
 [ -z "$left" ] || { echo "FAIL left behind after the peer: $left"; failed=1; }
 echo "backend.sh: $([ $failed = 0 ] && echo PASS || echo FAIL)"
 exit $failed

@@ -7,7 +7,7 @@
 //! offset 8   u32      format version (1)
 //! offset 12  u32      payload length N (at most 1 MiB)
 //! offset 16  N bytes  launch.json (UTF-8 JSON, see `launch`)
-//! then zeros up to a multiple of 4096 bytes
+//! then zeros up to a multiple of 4096 bytes, at least 8192
 //! ```
 //! The guest recognises the disk by the magic at offset 0 (not by probe order), so the same
 //! image works as Xen's xvdb and virtio's vdb.
@@ -29,6 +29,11 @@ pub const HEADER_LEN: usize = 16;
 
 /// The block is padded to a multiple of this (a page; also a multiple of any sector size).
 pub const ALIGN: usize = 4096;
+
+/// The smallest block written: Linux scans the first 16 sectors of every disk for partition
+/// tables, and the Amiga RDB scan prints an error on the zone's console for each sector it
+/// cannot read.
+pub const MIN_LEN: usize = 16 * 512;
 
 /// Largest payload accepted in either direction.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
@@ -107,7 +112,7 @@ pub fn encode(config: &LaunchConfig) -> Result<Vec<u8>> {
             max: MAX_PAYLOAD,
         });
     }
-    let total = (HEADER_LEN + json.len()).next_multiple_of(ALIGN);
+    let total = (HEADER_LEN + json.len()).next_multiple_of(ALIGN).max(MIN_LEN);
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -140,6 +145,7 @@ mod tests {
         let cfg = sample();
         let block = encode(&cfg).unwrap();
         assert_eq!(block.len() % ALIGN, 0);
+        assert!(block.len() >= MIN_LEN);
         assert_eq!(&block[..8], b"SPORECFG");
         assert_eq!(u32::from_le_bytes(block[8..12].try_into().unwrap()), 1);
         let len = u32::from_le_bytes(block[12..16].try_into().unwrap()) as usize;

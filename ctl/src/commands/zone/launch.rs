@@ -1,10 +1,12 @@
 //! `sporectl zone launch`: create a zone from an image, optionally attached to its console.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use spore_api::v1;
+use spore_api::{ControlClient, v1};
+use tonic::Code;
 
 use crate::console::{self, Target};
 use crate::context::Ctx;
@@ -191,7 +193,43 @@ impl LaunchArgs {
             raw: self.tty && term::stdin_is_tty(),
         };
         let outcome = console::run(ctx, &mut client, &target).await?;
+        if self.remove && matches!(outcome, console::Outcome::Exited(_)) {
+            wait_removed(ctx, &mut client, &target.id, &name).await;
+        }
         Ok(console::finish(outcome, &name))
+    }
+}
+
+/// How long `--rm` waits for spored to remove an ended zone (a Xen domain's devices get up to
+/// a few seconds to close).
+const REMOVE_WAIT: Duration = Duration::from_secs(60);
+
+/// With `--rm`, as with docker, the command returns once the zone is gone, so a script can reuse
+/// its name at once. Not being able to tell is only a warning: the workload's code stands.
+async fn wait_removed(ctx: &Ctx, client: &mut ControlClient, id: &str, name: &str) {
+    let deadline = Instant::now() + REMOVE_WAIT;
+    loop {
+        let request = v1::GetZoneRequest {
+            zone: id.to_string(),
+        };
+        match client.get_zone(request).await {
+            Err(status) if status.code() == Code::NotFound => return,
+            Err(status) => {
+                eprintln!(
+                    "sporectl: could not check that zone {name} was removed: {}",
+                    ctx.status_error(status)
+                );
+                return;
+            }
+            Ok(_) if Instant::now() >= deadline => {
+                eprintln!(
+                    "sporectl: zone {name} was not removed within {} s; see sporectl zone get {name}",
+                    REMOVE_WAIT.as_secs()
+                );
+                return;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
     }
 }
 

@@ -1,0 +1,175 @@
+#!/bin/bash
+# Inside the lab's dom0 (run by xenlab/tests/spored.sh): the real spored on its Xen backend and
+# sporectl, as an operator runs them, with Xen's own tools (xl, xenstore-ls, losetup) used only
+# to check what spore left behind.
+set -u
+. "$XENLAB_LIB"
+P=/payload
+state=/run/lab/state sock=/run/lab/spored.sock log=/run/lab/spored.log
+failed=0
+spored_pid=
+
+ok() { echo "ok   $*"; }
+fail() { echo "FAIL $*"; failed=1; }
+ctl() { "$P/sporectl" --socket "$sock" "$@"; }
+ms() { lab_ms_since "$1"; }
+
+# The guest bundle where spored looks for it by default (<state>/guest), on tmpfs: a first read
+# of the kernel over 9p would be counted in the first launch.
+mkdir -p "$state/guest"
+cp "$P/kernel" "$P/initrd" "$state/guest/"
+
+start_spored() {
+  "$P/spored" --state-dir "$state" --socket "$sock" --backend xen >> "$log" 2>&1 &
+  spored_pid=$!
+  local n=0 st
+  until st=$(ctl -o json host status 2>/dev/null) && [[ $st == *'"backend": "BACKEND_KIND_XEN"'* ]]; do
+    n=$((n + 1))
+    if [ $n -gt 120 ] || ! kill -0 "$spored_pid" 2>/dev/null; then
+      echo "spored did not come up on the Xen backend; its log:"; tail -n 30 "$log"
+      echo "host status: ${st:-none}"
+      return 1
+    fi
+    lab_sleep 0.5
+  done
+}
+
+stop_spored() { # SIGTERM, as systemd stops it; zones are left running
+  kill -TERM "$spored_pid" 2>/dev/null
+  wait "$spored_pid"
+  local rc=$?
+  spored_pid=
+  return $rc
+}
+
+# zone_field NAME KEY: the first JSON value of KEY in `zone get NAME`.
+zone_field() {
+  local out
+  out=$(ctl -o json zone get "$1" 2>/dev/null) || return 1
+  local re="\"$2\": (\"([^\"]*)\"|([^,}[:space:]]+))"
+  [[ $out =~ $re ]] && echo "${BASH_REMATCH[2]}${BASH_REMATCH[3]}"
+}
+
+# wait_state NAME STATE TIMEOUT_S: until the zone is in STATE (e.g. ZONE_STATE_RUNNING).
+wait_state() {
+  local n=0 max=$(( $3 * 2 )) s
+  until s=$(zone_field "$1" state) && [ "$s" = "$2" ]; do
+    n=$((n + 1)); [ $n -le $max ] || { echo "zone $1 is ${s:-unknown}, not $2, after $3 s"; return 1; }
+    lab_sleep 0.5
+  done
+}
+
+# wait_log NAME TEXT TIMEOUT_S: until the zone's console log has TEXT.
+wait_log() {
+  local n=0 max=$(( $3 * 2 ))
+  until ctl zone logs "$1" 2>/dev/null | grep -q "$2"; do
+    n=$((n + 1)); [ $n -le $max ] || { echo "zone $1 never printed '$2' in $3 s"; return 1; }
+    lab_sleep 0.5
+  done
+}
+
+# zone_files: what spored's zones directory holds, except the console logs of ended zones whose
+# records are kept (`zone logs` reads them until the zone is destroyed).
+zone_files() {
+  (cd "$state/zones" 2>/dev/null && find . -mindepth 1 ! -type d ! -name 'console.log*' | sed 's/^/zone file: /')
+}
+
+# nothing_left WHAT: xl list, xenstore-ls and losetup show nothing of any zone, and spored's
+# zones directory holds no more than the console logs of ended zones.
+nothing_left() {
+  local left n=0
+  # A domain's xenstore home goes a moment after the domain itself (xenstored's release).
+  until left=$(lab_leftovers; zone_files) && [ -z "$left" ]; do
+    n=$((n + 1)); [ $n -le 20 ] || break
+    lab_sleep 0.5
+  done
+  if [ -z "$left" ]; then ok "$1: nothing left (xl list, xenstore-ls, losetup, zones dir)"
+  else fail "$1: left behind: $left"; fi
+}
+
+finish() {
+  [ -n "$spored_pid" ] && stop_spored
+  cp "$log" "$XENLAB_RESULTS/spored.log" 2>/dev/null
+  echo "spored.sh: $([ $failed = 0 ] && echo PASS || echo FAIL)"
+  exit $failed
+}
+
+t=$EPOCHREALTIME
+start_spored || { failed=1; finish; }
+ok "spored up on the Xen backend in $(ms "$t") ms"
+ctl host status | sed 's/^/  /'
+
+out=$(ctl image import "$P/demo-oci" --tag demo 2>&1) || { fail "image import: $out"; finish; }
+ok "demo image imported"
+
+echo "== output and exit code"
+t=$EPOCHREALTIME
+out=$(ctl zone launch --attach --rm --name hello demo sh -c 'echo "hello from $(uname -s) $(uname -r)"; exit 7' 2>&1)
+rc=$?
+echo "$out" | sed 's/^/  | /'
+if [ $rc = 7 ] && [[ $out == *"hello from Linux"* ]]; then
+  ok "launch --attach: output and exit code 7 in $(ms "$t") ms"
+else fail "launch --attach: exit code $rc (want 7), output above"; fi
+ctl zone get hello >/dev/null 2>&1 && fail "--rm left the zone record"
+nothing_left "exited zone (--rm)"
+
+echo "== a signal death"
+out=$(ctl zone launch --attach --name killed demo sh -c 'echo dying; kill -9 $$' 2>&1)
+rc=$?
+sig=$(zone_field killed signal)
+if [ $rc = 137 ] && [ "$sig" = 9 ] && [[ $out == *dying* ]]; then
+  ok "SIGKILL: sporectl exit 137, zone status signal 9"
+else fail "SIGKILL: sporectl exit $rc (want 137), zone signal '${sig}' (want 9), output: $out"; fi
+st=$(zone_field killed state)
+[ "$st" = ZONE_STATE_EXITED ] || fail "the killed zone is $st, not EXITED"
+# The zone record stays until destroyed, its domain does not.
+nothing_left "exited zone (record kept)"
+out=$(ctl zone destroy killed 2>&1) || fail "destroy of an exited zone: $out"
+
+echo "== three zones at once"
+t=$EPOCHREALTIME
+for z in one two three; do
+  ctl zone launch --name "$z" demo sh -c "echo zone $z up; sleep 600" >/dev/null || fail "launch $z"
+done
+for z in one two three; do wait_state "$z" ZONE_STATE_RUNNING 300 || fail "zone $z not running"; done
+for z in one two three; do wait_log "$z" "zone $z up" 120 || fail "zone $z output"; done
+ok "three zones running and printing $(ms "$t") ms after the first request"
+n=$(xl list | tail -n +3 | wc -l)
+[ "$n" = 3 ] && ok "xl list shows 3 guest domains" || { fail "xl list shows $n guest domains, not 3"; xl list; }
+doms=$(for z in one two three; do zone_field "$z" domain; done | sort -u | wc -l)
+[ "$doms" = 3 ] || fail "the three zones do not name three distinct domains"
+t=$EPOCHREALTIME
+out=$(ctl zone destroy one two three 2>&1) || fail "destroy: $out"
+ok "destroyed three running zones in $(ms "$t") ms"
+left=$(ctl zone list -q)
+[ -z "$left" ] || fail "zone list still has: $left"
+nothing_left "destroy of three running zones"
+
+echo "== spored restart with a running zone"
+ctl zone launch --name survivor demo sh -c 'echo before restart; sleep 45; echo after restart; exit 5' >/dev/null ||
+  fail "launch survivor"
+wait_state survivor ZONE_STATE_RUNNING 300 && wait_log survivor "before restart" 60 || fail "survivor did not start"
+dom=$(zone_field survivor domain)
+t=$EPOCHREALTIME
+stop_spored || fail "spored did not stop cleanly on SIGTERM (exit $?)"
+xl list | tail -n +3 | grep -q . || fail "stopping spored took the zone's domain down"
+start_spored || { fail "spored did not restart"; finish; }
+ok "spored stopped and started again in $(ms "$t") ms"
+st=$(zone_field survivor state) dom2=$(zone_field survivor domain)
+if [ "$st" = ZONE_STATE_RUNNING ] && [ -n "$dom" ] && [ "$dom2" = "$dom" ]; then
+  ok "re-adopted: still RUNNING on the same domain ($dom)"
+else fail "after the restart: state $st on '$dom2' (was RUNNING on '$dom')"; fi
+out=$(ctl zone attach survivor 2>&1)
+rc=$?
+if [ $rc = 5 ] && [[ $out == *"after restart"* ]]; then
+  ok "attach after the restart: later output and exit code 5"
+else fail "attach after the restart: exit $rc (want 5), output: $out"; fi
+nothing_left "zone exited after the restart"
+out=$(ctl zone destroy survivor 2>&1) || fail "destroy survivor: $out"
+
+echo "== spored stops"
+stop_spored || fail "spored did not stop cleanly on SIGTERM"
+nothing_left "at the end"
+left=$(ls -A "$state/zones")
+[ -z "$left" ] || fail "zone directories left after every zone was destroyed: $left"
+finish
