@@ -306,6 +306,14 @@ impl Daemon {
             tracing::error!(zone = %id, "releasing the VM failed: {}", chain(&e));
             return;
         }
+        // The config block carries the zone's environment (secrets, often) and nothing reads it
+        // once the VM is gone; the console log stays for `zone logs` until the zone is destroyed.
+        let block = zone_dir(&self.config, id).join(crate::launch::CONFIG_BLOCK);
+        if let Err(e) = std::fs::remove_file(&block)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(zone = %id, "removing {}: {e}", block.display());
+        }
         // The handle names a VM only while it exists.
         if self
             .zones

@@ -122,6 +122,13 @@ async fn launched_zone_runs_and_exit_code_is_recorded() {
     .await;
     let log = s.daemon.console(id).unwrap().read_log();
     assert_eq!(String::from_utf8_lossy(&log), "running exit 7\nbye\n");
+    // The config block (the zone's environment) goes with the VM; the console log stays.
+    let zone_dir = s.daemon.config.state_dir.join("zones").join(id.to_string());
+    support::until("the config block to be removed", WAIT, || {
+        !zone_dir.join("config.blk").exists()
+    })
+    .await;
+    assert!(zone_dir.join("console.log").exists());
 }
 
 #[tokio::test]

@@ -112,7 +112,9 @@ pub fn encode(config: &LaunchConfig) -> Result<Vec<u8>> {
             max: MAX_PAYLOAD,
         });
     }
-    let total = (HEADER_LEN + json.len()).next_multiple_of(ALIGN).max(MIN_LEN);
+    let total = (HEADER_LEN + json.len())
+        .next_multiple_of(ALIGN)
+        .max(MIN_LEN);
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
