@@ -27,4 +27,16 @@ step "Xen lab selftest (xenlab/lab.sh selftest)"
 # 37-69 s cold here (75 MB of .debs, build, boot), ~12 s warm; artifacts cached across runs.
 xenlab/lab.sh selftest
 
+step "Xen backend in the lab (xenlab/tests/backend.sh 1)"
+# The backend's lab driver against the real hypervisor: zones, consoles, IDM, exit codes,
+# re-adoption, destroy, stop reasons, with xl/xenstore-ls/losetup checking what is left; one
+# timed zone and one `xl create` of the same kernel and devices. ~3 min warm, ~9 min cold.
+xenlab/tests/backend.sh 1
+
+step "spored on Xen in the lab (xenlab/tests/spored.sh)"
+# The real spored and sporectl in dom0: the demo image, output and exit codes, a signal death,
+# three zones at once, destroy leaving nothing, a spored restart re-adopting a running zone.
+# ~2.5-3.5 min.
+xenlab/tests/spored.sh
+
 step "done"

@@ -126,7 +126,11 @@ st=$(zone_field killed state)
 nothing_left "exited zone (record kept)"
 out=$(ctl zone destroy killed 2>&1) || fail "destroy of an exited zone: $out"
 
+# rss_anon: spored's anonymous resident memory, KiB (what it holds itself, not file pages).
+rss_anon() { local k v _; while read -r k v _; do [ "$k" = RssAnon: ] && echo "$v"; done < "/proc/$spored_pid/status"; }
+
 echo "== three zones at once"
+anon0=$(rss_anon)
 t=$EPOCHREALTIME
 for z in one two three; do
   ctl zone launch --name "$z" demo sh -c "echo zone $z up; sleep 600" >/dev/null || fail "launch $z"
@@ -136,6 +140,8 @@ for z in one two three; do wait_log "$z" "zone $z up" 120 || fail "zone $z outpu
 ok "three zones running and printing $(ms "$t") ms after the first request"
 n=$(xl list | tail -n +3 | wc -l)
 [ "$n" = 3 ] && ok "xl list shows 3 guest domains" || { fail "xl list shows $n guest domains, not 3"; xl list; }
+anon3=$(rss_anon)
+echo "  spored RssAnon: $anon0 KiB before, $anon3 KiB with three zones running ($(( (anon3 - anon0) / 3 )) KiB per zone)"
 doms=$(for z in one two three; do zone_field "$z" domain; done | sort -u | wc -l)
 [ "$doms" = 3 ] || fail "the three zones do not name three distinct domains"
 t=$EPOCHREALTIME
