@@ -1,7 +1,9 @@
 //! A zone's driver: one task per zone that moves it through its states.
 //!
 //! Launch: Preparing (image) -> Creating (config block, backend VM) -> Starting -> Running
-//! (the guest said Started) -> Exited (the guest's Exit) or Failed. Adopt: a re-started daemon
+//! (the guest said Started) -> Exited (the guest's Exit) or Failed. Once the Exit is committed
+//! the guest gets an ExitAck; it powers off only after one, so an Exit sent while no daemon
+//! was reading is re-sent and recorded by the next one. Adopt: a re-started daemon
 //! picks up a running VM. Destroy: Stopping (SIGTERM through IDM, bounded wait) -> Destroying
 //! -> Destroyed. A destroy request can arrive at any time; the backend's `create` is never
 //! cancelled half-way, it is finished and then torn down.
@@ -49,7 +51,8 @@ enum Next {
     Destroy,
 }
 
-/// How long a guest gets after its workload's Exit to power off before the VM is torn down.
+/// How long a guest gets after its workload's Exit (and our ack) to power off before the VM
+/// is torn down.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 
 pub fn spawn(daemon: Arc<Daemon>, id: Uuid, mode: Mode) -> DriverHandle {
@@ -225,8 +228,8 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
             event = recv(&mut events) => match event {
                 Some(GuestEvent::Started(info)) => started(daemon, id, &info).await,
                 Some(GuestEvent::Exit(status)) => {
-                    exited(daemon, id, status).await;
-                    let _ = tokio::time::timeout(POWEROFF_GRACE, &mut stopped).await;
+                    exited(daemon, id, idm.as_ref(), status).await;
+                    await_poweroff(daemon, id, idm.as_ref(), &mut events, &mut stopped).await;
                     return ended(daemon, id, &hub).await;
                 }
                 Some(GuestEvent::Error { message, fatal: is_fatal }) => {
@@ -245,7 +248,7 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
                 // The guest sends Exit and powers off at once: what is still in the IDM
                 // channel decides whether this was an exit or a failure.
                 if let Some(status) = drain_exit(daemon, id, &mut events, &mut fatal).await {
-                    exited(daemon, id, status).await;
+                    exited(daemon, id, idm.as_ref(), status).await;
                     return ended(daemon, id, &hub).await;
                 }
                 let reason = match (fatal.take(), stop) {
@@ -298,7 +301,7 @@ async fn stop_workload(
             _ = &mut deadline => return,
             event = recv(events) => match event {
                 Some(GuestEvent::Exit(status)) => {
-                    exited(daemon, id, status).await;
+                    exited(daemon, id, Some(idm), status).await;
                     return;
                 }
                 Some(GuestEvent::Closed) | None => *events = None,
@@ -307,10 +310,35 @@ async fn stop_workload(
             _ = &mut *stopped => {
                 let mut fatal = None;
                 if let Some(status) = drain_exit(daemon, id, events, &mut fatal).await {
-                    exited(daemon, id, status).await;
+                    exited(daemon, id, Some(idm), status).await;
                 }
                 return;
             }
+        }
+    }
+}
+
+/// Gives the guest [`POWEROFF_GRACE`] to power off after its Exit, acknowledging the copies
+/// it re-sent before our first ack reached it (or that a re-adopting daemon finds queued).
+async fn await_poweroff(
+    daemon: &Arc<Daemon>,
+    id: Uuid,
+    idm: Option<&IdmLink>,
+    events: &mut Option<mpsc::Receiver<GuestEvent>>,
+    stopped: &mut (impl std::future::Future + Unpin),
+) {
+    let deadline = tokio::time::sleep(POWEROFF_GRACE);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut deadline => return,
+            _ = &mut *stopped => return,
+            event = recv(events) => match event {
+                Some(GuestEvent::Exit(status)) => exited(daemon, id, idm, status).await,
+                Some(GuestEvent::Closed) | None => *events = None,
+                Some(_) => {}
+            },
         }
     }
 }
@@ -376,7 +404,24 @@ async fn recv(events: &mut Option<mpsc::Receiver<GuestEvent>>) -> Option<GuestEv
     }
 }
 
-async fn exited(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) {
+/// Records the workload's exit (Running/Stopping -> Exited) and acknowledges it to the guest
+/// once committed. An Exit for a zone already Exited (re-sent, or read again by a re-adopting
+/// daemon) is only acknowledged: the first status stands.
+async fn exited(daemon: &Arc<Daemon>, id: Uuid, idm: Option<&IdmLink>, status: ExitStatus) {
+    let recorded = daemon
+        .zones
+        .get(id)
+        .is_some_and(|r| r.state() == ZoneState::Exited);
+    if !recorded && !record_exit(daemon, id, status).await {
+        return;
+    }
+    if let Some(idm) = idm {
+        idm.exit_ack().await;
+    }
+}
+
+/// The Exited transition; false when it could not be committed (the guest then gets no ack).
+async fn record_exit(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) -> bool {
     let (exit, reason) = match status {
         ExitStatus::Code(code) => (
             v1::exit_status::Status::Code(code),
@@ -387,14 +432,18 @@ async fn exited(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) {
             format!("workload was killed by signal {signal}"),
         ),
     };
-    if let Err(e) = daemon
+    match daemon
         .zones
         .transition(id, ZoneState::Exited, reason, |r| {
             r.status_mut().exit = Some(v1::ExitStatus { status: Some(exit) });
         })
         .await
     {
-        tracing::error!(zone = %id, "{e}");
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(zone = %id, "{e}");
+            false
+        }
     }
 }
 

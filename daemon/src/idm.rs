@@ -1,5 +1,6 @@
 //! The host end of a zone's IDM channel (hvc1): decodes the guest's frames into
-//! [`GuestEvent`]s for the zone's driver and sends requests (Ping, Shutdown).
+//! [`GuestEvent`]s for the zone's driver and sends requests (Shutdown) and ExitAck, without
+//! which spore-init does not power off after its Exit.
 //!
 //! The guest is untrusted: the codec bounds every frame, bad frames are skipped and logged
 //! (rate-limited by the decoder's resync), and nothing the guest sends can panic this task.
@@ -94,6 +95,13 @@ impl IdmLink {
             tx,
             next_request: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Tells spore-init its Exit is recorded, so it may power off. Sent for every Exit read,
+    /// duplicates included: the guest re-sends until one ack reaches it.
+    pub async fn exit_ack(&self) -> bool {
+        let ack = IdmPacket::event(Body::ExitAck(proto::ExitAck {}));
+        self.tx.send(ack).await.is_ok()
     }
 
     /// Asks spore-init to stop the workload: SIGTERM now, SIGKILL after `grace`.

@@ -132,6 +132,45 @@ async fn launched_zone_runs_and_exit_code_is_recorded() {
 }
 
 #[tokio::test]
+async fn exit_is_acknowledged_and_a_duplicate_only_acknowledged() {
+    let s = setup().await;
+    let (id, _) = s
+        .daemon
+        .create_zone(spec(&["resend", "5", "9"]))
+        .await
+        .unwrap();
+    let record = wait_state(&s, id, ZoneState::Exited).await;
+    // The guest sends its second Exit only after the first ack, so the ack follows the
+    // committed transition; the duplicate (with another code) is acked and changes nothing.
+    support::until("the guest to report both acks", WAIT, || {
+        String::from_utf8_lossy(&s.daemon.console(id).unwrap().read_log()).contains("acked")
+    })
+    .await;
+    let log = s.daemon.console(id).unwrap().read_log();
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "running resend 5 9\nacked twice\n"
+    );
+    support::until("VM release", WAIT, || {
+        s.backend.destroyed.lock().unwrap().contains(&id)
+    })
+    .await;
+    let record = s.daemon.zones.get(id).unwrap_or(record);
+    use ZoneState::*;
+    assert_eq!(
+        history(&record),
+        vec![Pending, Preparing, Creating, Starting, Running, Exited]
+    );
+    assert_eq!(
+        record.status().exit,
+        Some(v1::ExitStatus {
+            status: Some(v1::exit_status::Status::Code(5))
+        })
+    );
+    assert_eq!(record.status().reason, "workload exited with code 5");
+}
+
+#[tokio::test]
 async fn signal_death_is_reported_as_a_signal() {
     let s = setup().await;
     let (id, _) = s.daemon.create_zone(spec(&["signal", "9"])).await.unwrap();

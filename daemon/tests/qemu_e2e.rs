@@ -362,6 +362,63 @@ async fn a_zone_survives_a_spored_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_while_spored_is_down_is_recorded_after_the_restart() {
+    let mut host = Host::start().await;
+    const SLEEP: Duration = Duration::from_secs(25);
+    let id = host
+        .create(&["sh", "-c", "sleep 25; echo done; exit 4"], false)
+        .await;
+    let zone = host.wait_state(&id, v1::ZoneState::Running).await;
+    // The workload was exec'd before spored saw Started: it ends at most SLEEP after now
+    // (plus however late the guest's timer fires on a loaded TCG host).
+    let running = Instant::now();
+    let pid = qemu_pid(&zone);
+    host.spored.stop();
+    assert!(
+        running.elapsed() < SLEEP - Duration::from_secs(5),
+        "spored took {:?} to stop: the exit may have happened before it went down",
+        running.elapsed()
+    );
+    tokio::time::sleep((SLEEP + Duration::from_secs(15)).saturating_sub(running.elapsed())).await;
+    // The guest sent its Exit to nobody and waits for an ack instead of powering off.
+    assert!(
+        process_alive(pid),
+        "QEMU {pid} stopped while spored was down: the guest did not wait for the ExitAck"
+    );
+    let restarted = Instant::now();
+    host.spored.restart();
+    let zone = host.wait_state(&id, v1::ZoneState::Exited).await;
+    eprintln!("restart to Exited: {} ms", restarted.elapsed().as_millis());
+    let status = zone.status.clone().unwrap();
+    assert_eq!(exit_of(zone), v1::exit_status::Status::Code(4));
+    assert_eq!(status.reason, "workload exited with code 4");
+    // The ack lets the guest power off; the VM is released either way.
+    let start = Instant::now();
+    while process_alive(pid)
+        || !host
+            .zone(&id)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .domain
+            .is_empty()
+    {
+        assert!(
+            start.elapsed() < ZONE_TIMEOUT,
+            "the exited zone's VM (QEMU {pid}) was not released; spored log:\n{}",
+            host.spored.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !host.spored.log().contains("cannot go from exited"),
+        "a duplicate Exit caused a second transition attempt:\n{}",
+        host.spored.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_fail_clearly_and_leak_nothing() {
     let host = Host::start().await;
     // An image that is nowhere: the zone fails and names it.

@@ -6,6 +6,9 @@
 //! - the workload could not be started (no command, unknown user, program missing or not
 //!   executable): console message, IDM `Error`, then `Exit{code 126|127}` as docker reports;
 //! - otherwise `Started`, and `Exit{code|signal}` when the workload ends.
+//!
+//! After an Exit, init powers off only once the host has acknowledged it (`ExitAck`) or asked
+//! for a shutdown; until then it re-sends the Exit every second (see `Supervisor::report_exit`).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -27,7 +30,8 @@ const CONSOLE_TIMEOUT: Duration = Duration::from_secs(3);
 const IDM_TIMEOUT: Duration = Duration::from_secs(5);
 const DISK_TIMEOUT: Duration = Duration::from_secs(10);
 const NIC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time given to deliver the last IDM messages and console output before power-off.
+/// Time given to deliver the last IDM messages and console output before power-off (after the
+/// host acknowledged the Exit, which has no time limit).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest /etc/passwd or /etc/group read from the image.
 const MAX_USER_DB: u64 = 4 * 1024 * 1024;
@@ -155,17 +159,19 @@ impl Boot {
             Ok(spec) => spec,
             Err(e) => {
                 let exit_code = if e == SpecError::NoCommand { 127 } else { 126 };
-                return self.not_started(SpawnError {
+                let e = SpawnError {
                     exit_code,
                     message: e.to_string(),
-                });
+                };
+                return self.not_started(e, signals, None, users, cfg.rlimits.clone());
             }
         };
         if let Err(e) = spawn::ensure_working_dir(&spec.cwd) {
-            return self.not_started(SpawnError {
+            let e = SpawnError {
                 exit_code: 126,
                 message: format!("cannot create working directory {:?}: {e}", spec.cwd),
-            });
+            };
+            return self.not_started(e, signals, Some(spec), users, cfg.rlimits.clone());
         }
         if let Some(console) = &self.console {
             // With a tty the workload gets an interactive terminal; without one the console
@@ -189,7 +195,7 @@ impl Boot {
         );
         let pid = match spawn::spawn(&spec, &cfg.rlimits, &Stdio::Console) {
             Ok(pid) => pid,
-            Err(e) => return self.not_started(e),
+            Err(e) => return self.not_started(e, signals, Some(spec), users, cfg.rlimits.clone()),
         };
         let exec_ns = sys::boottime_ns();
         let Some(mut idm) = self.idm.take() else {
@@ -212,28 +218,35 @@ impl Boot {
 
         let mut supervisor = Supervisor::new(idm, signals, pid, spec, users, cfg.rlimits.clone());
         let status = supervisor.run();
-        if let Ok(status) = status {
-            supervisor
-                .idm
-                .send(&IdmPacket::event(Body::Exit(status.into())));
+        match status {
+            Ok(status) => supervisor.report_exit(status, FLUSH_TIMEOUT),
+            Err(_) => supervisor.wind_down(FLUSH_TIMEOUT),
         }
-        supervisor.wind_down(FLUSH_TIMEOUT);
         self.idm = Some(supervisor.idm);
         status.map(|_| ())
     }
 
-    /// The workload could not be started: say why, report docker's exit code.
-    fn not_started(&mut self, e: SpawnError) -> Result<()> {
+    /// The workload could not be started: say why, report docker's exit code (and wait for
+    /// the host to acknowledge it, as after a workload that ran).
+    fn not_started(
+        &mut self,
+        e: SpawnError,
+        signals: sys::SignalFd,
+        base: Option<spec::ProcessSpec>,
+        users: UserDb,
+        rlimits: Vec<spore_idm::launch::Rlimit>,
+    ) -> Result<()> {
         alert!("{}", e.message);
-        if let Some(idm) = self.idm.as_mut() {
-            idm.send(&IdmPacket::event(Body::Error(proto::Error {
-                message: e.message.clone(),
-                fatal: false,
-            })));
-            idm.send(&IdmPacket::event(Body::Exit(
-                ExitStatus::Code(e.exit_code).into(),
-            )));
-        }
+        let Some(mut idm) = self.idm.take() else {
+            return Ok(());
+        };
+        idm.send(&IdmPacket::event(Body::Error(proto::Error {
+            message: e.message.clone(),
+            fatal: false,
+        })));
+        let mut supervisor = Supervisor::not_started(idm, signals, base, users, rlimits);
+        supervisor.report_exit(ExitStatus::Code(e.exit_code), FLUSH_TIMEOUT);
+        self.idm = Some(supervisor.idm);
         Ok(())
     }
 }

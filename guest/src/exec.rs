@@ -72,6 +72,12 @@ fn exited(stream_id: u64, status: ExitStatus) -> IdmPacket {
     IdmPacket::stream(stream_id, Body::ExecExit(status.into()))
 }
 
+/// Answers an ExecStart that cannot run at all with Error + ExecExit 126.
+pub fn refuse(stream_id: u64, message: &str, idm: &mut IdmPort) {
+    idm.send(&error(stream_id, message.to_string()));
+    idm.send(&exited(stream_id, ExitStatus::Code(126)));
+}
+
 fn nonblocking(fd: OwnedFd) -> std::io::Result<File> {
     sys::set_nonblocking(fd.as_fd())?;
     Ok(File::from(fd))

@@ -1,6 +1,10 @@
 //! PID 1's main loop once the workload runs: reap every child (orphans included), forward
 //! termination signals to the workload, answer IDM requests, drive exec sessions, enforce the
 //! shutdown grace period. One poll(2) over a signalfd, the IDM port and the sessions' fds.
+//!
+//! After the workload ended the same loop reports its Exit and waits for the host's ExitAck,
+//! sending the Exit again every second: a host that was not reading (spored restarting) must
+//! still learn the status, so the zone does not power off before it has.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +14,7 @@ use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{Error as IdmError, ExitStatus, IdmPacket};
 
 use crate::console::{alert, info};
-use crate::exec::{Sessions, Slot};
+use crate::exec::{self, Sessions, Slot};
 use crate::idm_port::IdmPort;
 use crate::metrics;
 use crate::spec::{ProcessSpec, UserDb};
@@ -19,18 +23,29 @@ use crate::sys::{self, pid_t};
 /// The signals PID 1 passes on to the workload.
 const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
 
+/// How often an Exit the host has not acknowledged is sent again.
+const EXIT_RESEND: Duration = Duration::from_secs(1);
+/// After this long without an ExitAck the console says what init is waiting for.
+const EXIT_ACK_NOTICE: Duration = Duration::from_secs(5);
+
 pub struct Supervisor {
     pub idm: IdmPort,
     signals: sys::SignalFd,
-    workload: pid_t,
+    /// None when the workload could not be started.
+    workload: Option<pid_t>,
     status: Option<ExitStatus>,
     kill_at: Option<Instant>,
     sessions: Sessions,
-    base: ProcessSpec,
+    /// What exec sessions inherit; None when the workload's spec could not be resolved.
+    base: Option<ProcessSpec>,
     users: UserDb,
     rlimits: Vec<Rlimit>,
     orphans_reaped: u64,
     garbage_reports: u64,
+    exit_sent: bool,
+    exit_acked: bool,
+    /// The host asked for a shutdown: it is destroying the zone and needs no ExitAck wait.
+    shutdown_requested: bool,
 }
 
 enum Entry {
@@ -48,6 +63,29 @@ impl Supervisor {
         users: UserDb,
         rlimits: Vec<Rlimit>,
     ) -> Self {
+        Self::with(idm, signals, Some(workload), Some(base), users, rlimits)
+    }
+
+    /// For a workload that could not be started: there is nothing to supervise, but init still
+    /// reports its Exit (126/127) and serves IDM until the host acknowledges it.
+    pub fn not_started(
+        idm: IdmPort,
+        signals: sys::SignalFd,
+        base: Option<ProcessSpec>,
+        users: UserDb,
+        rlimits: Vec<Rlimit>,
+    ) -> Self {
+        Self::with(idm, signals, None, base, users, rlimits)
+    }
+
+    fn with(
+        idm: IdmPort,
+        signals: sys::SignalFd,
+        workload: Option<pid_t>,
+        base: Option<ProcessSpec>,
+        users: UserDb,
+        rlimits: Vec<Rlimit>,
+    ) -> Self {
         Self {
             idm,
             signals,
@@ -60,6 +98,9 @@ impl Supervisor {
             rlimits,
             orphans_reaped: 0,
             garbage_reports: 0,
+            exit_sent: false,
+            exit_acked: false,
+            shutdown_requested: false,
         }
     }
 
@@ -74,6 +115,58 @@ impl Supervisor {
                 return Ok(status);
             }
             self.turn(None)?;
+        }
+    }
+
+    /// The way out once the workload ended: sends its Exit, kills everything else, then keeps
+    /// serving IDM until the host acknowledges the Exit, re-sending it every second. There is no
+    /// time limit: the host may be restarting, and powering off first would lose the status.
+    /// A Shutdown (the host is destroying the zone) ends the wait without an ack.
+    pub fn report_exit(&mut self, status: ExitStatus, flush: Duration) {
+        let exit = IdmPacket::event(Body::Exit(status.into()));
+        self.idm.send(&exit);
+        self.exit_sent = true;
+        self.wind_down(flush);
+        self.await_exit_ack(&exit);
+        // Exec sessions started while waiting, and the last answers to the host.
+        self.wind_down(flush);
+    }
+
+    fn await_exit_ack(&mut self, exit: &IdmPacket) {
+        let since = Instant::now();
+        let mut resend_at = since + EXIT_RESEND;
+        let mut noticed = false;
+        let mut errors = 0u32;
+        while !self.exit_acked && !self.shutdown_requested {
+            let now = Instant::now();
+            if now >= resend_at {
+                // While earlier bytes are still queued the host is not reading: one copy
+                // waiting is enough, the queue must not grow with the wait.
+                if self.idm.queued() == 0 {
+                    self.idm.send(exit);
+                }
+                resend_at = now + EXIT_RESEND;
+            }
+            if !noticed && now.duration_since(since) >= EXIT_ACK_NOTICE {
+                noticed = true;
+                alert!(
+                    "waiting for the host to acknowledge the exit status before powering off (sent again every second)"
+                );
+            }
+            let wait = resend_at.saturating_duration_since(now);
+            if let Err(e) = self.turn(Some(wait)) {
+                // A broken IDM port cannot be waited out faster than the resend period.
+                errors += 1;
+                if errors <= 5 {
+                    alert!("{e:#}");
+                }
+                std::thread::sleep(wait);
+            }
+        }
+        if !self.exit_acked {
+            info!("shutdown requested: powering off without the host's exit acknowledgement");
+        } else if noticed {
+            alert!("the host acknowledged the exit status");
         }
     }
 
@@ -145,9 +238,9 @@ impl Supervisor {
             && Instant::now() >= at
         {
             self.kill_at = None;
-            if self.status.is_none() {
+            if let (None, Some(workload)) = (self.status, self.workload) {
                 alert!("grace period over: killing the workload");
-                let _ = sys::kill(self.workload, libc::SIGKILL);
+                let _ = sys::kill(workload, libc::SIGKILL);
             }
         }
         Ok(())
@@ -158,9 +251,9 @@ impl Supervisor {
             if sig == libc::SIGCHLD {
                 let _ = self.reap();
             } else if FORWARDED.contains(&sig) {
-                if self.status.is_none() {
+                if let (None, Some(workload)) = (self.status, self.workload) {
                     info!("forwarding signal {sig} to the workload");
-                    let _ = sys::kill(self.workload, sig);
+                    let _ = sys::kill(workload, sig);
                 }
             } else {
                 info!("ignoring signal {sig}");
@@ -175,7 +268,7 @@ impl Supervisor {
             match sys::reap_one() {
                 Ok(sys::Wait::Reaped(r)) => {
                     let status = sys::decode_wait_status(r.status);
-                    if r.pid == self.workload && self.status.is_none() {
+                    if Some(r.pid) == self.workload && self.status.is_none() {
                         self.status = Some(status);
                     } else if !self.sessions.reaped(r.pid, status) {
                         self.orphans_reaped += 1;
@@ -245,12 +338,14 @@ impl Supervisor {
                 self.reply(request_id, Body::MetricsResponse(response));
             }
             Body::Shutdown(shutdown) => {
-                let signalled = self.status.is_none();
-                if signalled {
+                self.shutdown_requested = true;
+                let running = self.workload.filter(|_| self.status.is_none());
+                let signalled = running.is_some();
+                if let Some(workload) = running {
                     if shutdown.grace_period_ms == 0 {
-                        let _ = sys::kill(self.workload, libc::SIGKILL);
+                        let _ = sys::kill(workload, libc::SIGKILL);
                     } else {
-                        let _ = sys::kill(self.workload, libc::SIGTERM);
+                        let _ = sys::kill(workload, libc::SIGTERM);
                         let grace = Duration::from_millis(shutdown.grace_period_ms.into());
                         self.kill_at = Some(Instant::now() + grace);
                     }
@@ -261,16 +356,22 @@ impl Supervisor {
                     Body::ShutdownAck(proto::ShutdownAck { signalled }),
                 );
             }
-            Body::ExecStart(start) => {
-                self.sessions.start(
+            Body::ExitAck(_) if self.exit_sent => self.exit_acked = true,
+            Body::ExecStart(start) => match &self.base {
+                Some(base) => self.sessions.start(
                     stream_id,
                     start,
-                    &self.base,
+                    base,
                     &self.users,
                     &self.rlimits,
                     &mut self.idm,
-                );
-            }
+                ),
+                None => exec::refuse(
+                    stream_id,
+                    "the workload's process spec could not be resolved, so exec has nothing to inherit",
+                    &mut self.idm,
+                ),
+            },
             body @ (Body::ExecStdin(_) | Body::ExecStdinClosed(_) | Body::ExecResize(_)) => {
                 self.sessions.input(stream_id, body, &mut self.idm);
             }

@@ -433,11 +433,29 @@ impl Zone {
         })
     }
 
+    /// The workload's Exit, acknowledged as spored does (the guest powers off only after).
     fn exit(&mut self) -> ExitStatus {
+        let status = self.exit_unacked();
+        self.ack_exit();
+        status
+    }
+
+    fn exit_unacked(&mut self) -> ExitStatus {
         self.wait_packet("Exit", |p| match &p.body {
             Some(Body::Exit(e)) => Some(e.status().expect("Exit carries a status")),
             _ => None,
         })
+    }
+
+    fn ack_exit(&mut self) {
+        self.send(IdmPacket::event(Body::ExitAck(proto::ExitAck {})));
+    }
+
+    fn exits_seen(&self) -> usize {
+        self.seen
+            .iter()
+            .filter(|p| matches!(p.body, Some(Body::Exit(_))))
+            .count()
     }
 
     fn send(&mut self, packet: IdmPacket) {
@@ -727,7 +745,39 @@ fn missing_command_exits_127() {
     let want = "exec: \"no-such-program\": executable file not found in $PATH (PATH=/bin)";
     assert_eq!(error.message, want);
     assert!(!error.fatal);
-    assert_eq!(zone.exit(), ExitStatus::Code(127));
+    // Without an ExitAck the guest stays up, answers requests and re-sends the same Exit
+    // every second; after ~5 s it says on the console what it waits for.
+    assert_eq!(zone.exit_unacked(), ExitStatus::Code(127));
+    zone.wait_console("waiting for the host to acknowledge the exit status");
+    zone.send(IdmPacket::request(
+        12,
+        Body::Ping(proto::Ping { nonce: 78 }),
+    ));
+    let pong = zone.wait_packet("Pong", |p| match &p.body {
+        Some(Body::Pong(pong)) if p.request_id == 12 => Some(*pong),
+        _ => None,
+    });
+    assert_eq!(pong.nonce, 78);
+    assert!(
+        zone.qemu.try_wait().unwrap().is_none(),
+        "the guest powered off without an ExitAck\n{}",
+        zone.diagnostics()
+    );
+    let exits = zone.exits_seen();
+    assert!(exits >= 4, "{exits} Exits in ~5 s without an ack");
+    let resent: Vec<_> = zone
+        .seen
+        .iter()
+        .filter_map(|p| match &p.body {
+            Some(Body::Exit(e)) => e.status(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        resent.iter().all(|s| *s == ExitStatus::Code(127)),
+        "{resent:?}"
+    );
+    zone.ack_exit();
     assert!(
         !zone
             .seen

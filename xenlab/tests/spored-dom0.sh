@@ -173,6 +173,29 @@ else fail "attach after the restart: exit $rc (want 5), output: $out"; fi
 nothing_left "zone exited after the restart"
 out=$(ctl zone destroy survivor 2>&1) || fail "destroy survivor: $out"
 
+echo "== an exit while spored is down"
+# The guest re-sends its Exit until spored acknowledges it, and powers off only then: the
+# status of a workload that ends while spored is stopped is recorded by the next spored.
+ctl zone launch --name late demo sh -c 'echo up; sleep 20; exit 6' >/dev/null || fail "launch late"
+wait_state late ZONE_STATE_RUNNING 300 && wait_log late up 60 || fail "late did not start"
+t=$EPOCHREALTIME # "up" is out: the workload exits about 20 s from now
+stop_spored || fail "spored did not stop cleanly on SIGTERM (exit $?)"
+# Well past the workload's exit (the slack covers a late timer under TCG).
+while [ "$(ms "$t")" -lt 32000 ]; do lab_sleep 1; done
+if xl list | tail -n +3 | grep -q .; then
+  ok "the domain is still there $(ms "$t") ms after 'up' (the guest waits for the exit ack)"
+else fail "the domain went away while spored was down: the guest did not wait for the exit ack"; fi
+t=$EPOCHREALTIME
+start_spored || { fail "spored did not restart"; finish; }
+if wait_state late ZONE_STATE_EXITED 120; then
+  code=$(zone_field late code)
+  [ "$code" = 6 ] && ok "EXITED with code 6, recorded $(ms "$t") ms after spored started again" ||
+    fail "late: exit code '${code}' (want 6)"
+else fail "late: $(zone_field late state) ($(zone_field late reason)), not EXITED with code 6"; fi
+nothing_left "zone that exited while spored was down"
+out=$(ctl zone destroy late 2>&1) || fail "destroy late: $out"
+nothing_left "late destroyed"
+
 echo "== spored stops"
 stop_spored || fail "spored did not stop cleanly on SIGTERM"
 nothing_left "at the end"

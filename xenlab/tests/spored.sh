@@ -3,8 +3,9 @@
 # spored (Xen backend) and sporectl inside dom0 with the guest bundle and the busybox demo image
 # (scripts/demo-image.sh, imported as an OCI layout). xenlab/tests/spored-dom0.sh has the checks:
 # output and exit code, a signal death, three zones at once, destroy leaving no domain, xenstore
-# node or loop device (checked with xl list, xenstore-ls, losetup), and a spored restart that
-# re-adopts a running zone which then exits with its own code.
+# node or loop device (checked with xl list, xenstore-ls, losetup), a spored restart that
+# re-adopts a running zone which then exits with its own code, and a workload that exits while
+# spored is stopped (the domain waits for the exit ack; the next spored records the code).
 #
 # usage: xenlab/tests/spored.sh      (exit code 0 = every check passed)
 # spored's log and the zones' consoles end up in target/xenlab-spored/ (XENLAB_SPORED_RESULTS).

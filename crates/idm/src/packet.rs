@@ -4,7 +4,7 @@ use crate::frame::MAGIC;
 use crate::proto::{self, IdmPacket, exec_exit, exit, idm_packet::Body};
 
 impl IdmPacket {
-    /// An event (no request, no stream): Started, Exit, a fatal Error.
+    /// An event (no request, no stream): Started, Exit, a fatal Error; and the host's ExitAck.
     pub fn event(body: Body) -> Self {
         Self {
             magic: MAGIC,
@@ -41,6 +41,7 @@ impl IdmPacket {
             Some(Body::Started(_)) => "started",
             Some(Body::Exit(_)) => "exit",
             Some(Body::Error(_)) => "error",
+            Some(Body::ExitAck(_)) => "exit_ack",
             Some(Body::Ping(_)) => "ping",
             Some(Body::Pong(_)) => "pong",
             Some(Body::MetricsRequest(_)) => "metrics_request",

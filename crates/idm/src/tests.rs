@@ -90,6 +90,7 @@ fn round_trip_many_kinds() {
             .into(),
         )),
         IdmPacket::event(Body::Exit(ExitStatus::Code(3).into())),
+        IdmPacket::event(Body::ExitAck(proto::ExitAck {})),
         ping(u64::MAX),
         IdmPacket::request(
             5,
@@ -123,6 +124,16 @@ fn round_trip_many_kinds() {
             core_dumped: false
         }))
     );
+}
+
+#[test]
+fn exit_ack_wire_bytes() {
+    // Field 13, an empty message: the guest matches on this frame, so it must not drift.
+    let wire = frame(&IdmPacket::event(Body::ExitAck(proto::ExitAck {}))).unwrap();
+    assert_eq!(wire, b"\x07\x00\x00\x00\x0dIDM1\x6a\x00");
+    let got = all_packets(&wire);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].as_ref().unwrap().kind(), "exit_ack");
 }
 
 #[test]

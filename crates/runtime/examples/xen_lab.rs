@@ -277,6 +277,8 @@ async fn expect_started(idm: &mut Idm) -> Result<()> {
     }
 }
 
+/// The workload's Exit with `code`, acknowledged as spored does: spore-init powers off only
+/// after the ack.
 async fn expect_exit(idm: &mut Idm, code: i32) -> Result<()> {
     match next_body(idm, "Exit").await? {
         Body::Exit(e) => {
@@ -285,10 +287,34 @@ async fn expect_exit(idm: &mut Idm, code: i32) -> Result<()> {
                 "exit {:?}, want {code}",
                 e.status()
             );
+            idm.send(IdmPacket::event(Body::ExitAck(proto::ExitAck {})))
+                .await
+                .context("sending ExitAck")?;
             Ok(())
         }
         other => bail!("expected Exit, got {other:?}"),
     }
+}
+
+/// Reads a zone's IDM in the background and acknowledges every Exit, as spored does, so the
+/// guest powers off once its workload ended.
+fn ack_exits(stream: Box<dyn ByteStream>) -> tokio::task::JoinHandle<()> {
+    let mut idm: Idm = Framed::new(stream, IdmCodec::new());
+    tokio::spawn(async move {
+        while let Some(item) = idm.next().await {
+            let Ok(item) = item else { break };
+            if let Ok(IdmPacket {
+                body: Some(Body::Exit(_)),
+                ..
+            }) = item
+            {
+                let ack = IdmPacket::event(Body::ExitAck(proto::ExitAck {}));
+                if idm.send(ack).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
 }
 
 fn domid_of(info: &spore_runtime::DomainInfo) -> Result<u16> {
@@ -767,7 +793,7 @@ async fn sizes_test(lab: Lab, sizes: &[u64]) -> Result<()> {
             Err(e) => format!("refused: {e}"),
             Ok(_) => {
                 let console = Console::spawn(backend.open_console(spec.zone_id).await?);
-                let _idm = backend.open_idm(spec.zone_id).await;
+                let _idm = backend.open_idm(spec.zone_id).await.map(ack_exits);
                 let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
                 if console.contains("workload-ran") {
                     "booted".to_string()

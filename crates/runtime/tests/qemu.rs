@@ -205,6 +205,10 @@ async fn zone_prints_exits_and_powers_off() {
         Body::Exit(e) => assert_eq!(e.status().unwrap(), ExitStatus::Code(7)),
         other => panic!("expected Exit, got {other:?}"),
     }
+    // spore-init powers off only once the host has acknowledged the Exit.
+    idm.send(IdmPacket::event(Body::ExitAck(proto::ExitAck {})))
+        .await
+        .unwrap();
     let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id))
         .await
         .expect("the VM stops after the workload")

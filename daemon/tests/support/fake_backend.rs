@@ -5,11 +5,15 @@
 //! - `signal N`: Started, Exit signal N, power off;
 //! - `sleep`: Started, then waits for Shutdown and exits by SIGTERM;
 //! - `crash`: Started, then the VM stops without an Exit;
+//! - `resend A B`: Started, Exit code A, and once that is acknowledged a duplicate Exit with
+//!   code B (as a real guest's re-send can arrive after the ack); after its ack the console
+//!   says `acked twice` and the VM powers off (`no ack` if one does not come within 10 s);
 //! - `fail MSG`: a fatal Error, then the VM stops.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
@@ -197,6 +201,39 @@ async fn guest(
         let _ = c
             .write_all(format!("running {}\n", command.join(" ")).as_bytes())
             .await;
+    }
+    if let ["resend", first, second] = args.as_slice() {
+        let mut acks = 0;
+        for code in [first, second] {
+            let exit = IdmPacket::event(Body::Exit(proto::Exit {
+                status: Some(proto::exit::Status::Code(code.parse().unwrap())),
+                core_dumped: false,
+            }));
+            let _ = idm.send(exit).await;
+            let ack = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(packet) = idm.next().await {
+                    if let Ok(Ok(p)) = packet
+                        && matches!(p.body, Some(Body::ExitAck(_)))
+                    {
+                        return true;
+                    }
+                }
+                false
+            });
+            if ack.await == Ok(true) {
+                acks += 1;
+            }
+        }
+        if let Some(c) = console.as_mut() {
+            let line: &[u8] = if acks == 2 {
+                b"acked twice\n"
+            } else {
+                b"no ack\n"
+            };
+            let _ = c.write_all(line).await;
+        }
+        poweroff(StopReason::Poweroff);
+        return;
     }
     let exit = match args.as_slice() {
         ["exit", code] => proto::exit::Status::Code(code.parse().unwrap()),
