@@ -153,9 +153,11 @@ impl KernelImage {
         {
             return Ok(image);
         }
-        let image = Self::from_bytes(&data)?;
-        write_atomic(&cached, &image.elf)?;
-        Ok(image)
+        // Parsed before it is cached, so a bad kernel leaves nothing behind; then mapped from
+        // the cache: held in memory, the ELF (60+ MiB for Debian's) would stay anonymous
+        // memory of the daemon for as long as the kernel is in use.
+        write_atomic(&cached, &Self::from_bytes(&data)?.elf)?;
+        Self::from_mapped(KernelBytes::map(&cached)?)
     }
 }
 

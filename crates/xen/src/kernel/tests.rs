@@ -106,6 +106,11 @@ fn debian_bzimage_extracts_to_a_pv_elf_and_caches_it() {
     );
     assert_eq!(*again.elf, *k.elf);
     assert!(cached_elf_path(cache.path(), &data).exists());
+    // Even the first load maps the cached file instead of keeping the extracted ELF in memory.
+    assert!(
+        matches!(k.elf.0, Bytes::Mapped(_)),
+        "cold load kept the ELF in memory"
+    );
 
     let i = &k.info;
     assert_eq!(i.notes.guest_os.as_deref(), Some("linux"));
