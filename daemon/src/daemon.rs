@@ -38,6 +38,12 @@ pub enum DaemonError {
     NoBackend(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The request needs the zone in another state.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The backend failed to carry out a change.
+    #[error("{0}")]
+    Backend(String),
     #[error(transparent)]
     Zone(#[from] ZoneError),
 }

@@ -17,6 +17,7 @@ pub mod images;
 pub mod launch;
 pub mod limits;
 pub mod network;
+pub mod resources;
 pub mod server;
 pub mod state;
 pub mod store;

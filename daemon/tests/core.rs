@@ -376,3 +376,82 @@ async fn restart_readopts_running_zones_and_fails_half_built_ones() {
     daemon.destroy_zone(running).await.unwrap();
     assert!(daemon.zones.get(running).is_none());
 }
+
+#[tokio::test]
+async fn resources_change_within_the_zone_bounds_and_only_while_running() {
+    let s = setup().await;
+    let mut big = spec(&["sleep"]);
+    big.vcpus = Some(2);
+    big.memory_mib = Some(256);
+    let (id, _) = s.daemon.create_zone(big).await.unwrap();
+    wait_state(&s, id, ZoneState::Running).await;
+
+    // Memory only: the vCPUs stay; the backend got both, the status records both.
+    let record = s
+        .daemon
+        .update_resources(id, None, Some(160))
+        .await
+        .unwrap();
+    assert_eq!(
+        (record.status().vcpus, record.status().memory_mib),
+        (2, 160)
+    );
+    let record = s.daemon.update_resources(id, Some(1), None).await.unwrap();
+    assert_eq!(
+        (record.status().vcpus, record.status().memory_mib),
+        (1, 160)
+    );
+    let applied: Vec<_> = s.backend.resources.lock().unwrap().clone();
+    let want = |vcpus, memory_mib| (id, spore_runtime::Resources { vcpus, memory_mib });
+    assert_eq!(applied, vec![want(2, 160), want(1, 160)]);
+    // Stored: a fresh read of the table has it.
+    let stored = s.daemon.zones.store().load_zones().unwrap();
+    assert_eq!(stored[0].status().memory_mib, 160);
+
+    // Past the creation bounds: refused before the backend, naming the bound.
+    let err = s
+        .daemon
+        .update_resources(id, Some(3), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "vcpus: 3 vCPUs: the zone was created with 2, so 1 to 2 can be online"
+    );
+    let err = s
+        .daemon
+        .update_resources(id, None, Some(512))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "memory_mib: 512 MiB: the zone was created with 256 MiB and cannot grow past it"
+    );
+    assert_eq!(s.backend.resources.lock().unwrap().len(), 2);
+
+    // A backend that cannot: FAILED_PRECONDITION with its reason, nothing recorded.
+    s.backend
+        .resources_unsupported
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = s
+        .daemon
+        .update_resources(id, Some(2), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DaemonError::Unsupported(_)), "{err}");
+    assert_eq!(s.daemon.zones.get(id).unwrap().status().vcpus, 1);
+
+    // Not running: refused with the state named.
+    s.daemon.destroy_zone(id).await.unwrap();
+    let (done, name) = s.daemon.create_zone(spec(&["exit", "0"])).await.unwrap();
+    wait_state(&s, done, ZoneState::Exited).await;
+    let err = s
+        .daemon
+        .update_resources(done, Some(1), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("zone {name} is exited: only a running zone's resources can change")
+    );
+}

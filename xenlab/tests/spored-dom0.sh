@@ -133,7 +133,8 @@ echo "== three zones at once"
 anon0=$(rss_anon)
 t=$EPOCHREALTIME
 for z in one two three; do
-  ctl zone launch --name "$z" demo sh -c "echo zone $z up; sleep 600" >/dev/null || fail "launch $z"
+  size=(); [ "$z" = two ] && size=(--cpus 2 --memory 256)
+  ctl zone launch --name "$z" "${size[@]}" demo sh -c "echo zone $z up; sleep 600" >/dev/null || fail "launch $z"
 done
 for z in one two three; do wait_state "$z" ZONE_STATE_RUNNING 300 || fail "zone $z not running"; done
 for z in one two three; do wait_log "$z" "zone $z up" 120 || fail "zone $z output"; done
@@ -144,6 +145,25 @@ anon3=$(rss_anon)
 echo "  spored RssAnon: $anon0 KiB before, $anon3 KiB with three zones running ($(( (anon3 - anon0) / 3 )) KiB per zone)"
 doms=$(for z in one two three; do zone_field "$z" domain; done | sort -u | wc -l)
 [ "$doms" = 3 ] || fail "the three zones do not name three distinct domains"
+
+echo "== resources of a running zone"
+d=$(zone_field two domain); d=${d#domid }
+out=$(ctl zone resources two --cpus 1 --memory 160 2>&1) || fail "zone resources: $out"
+target=$(xenstore-read "/local/domain/$d/memory/target") cpu1=$(xenstore-read "/local/domain/$d/cpu/1/availability")
+v=$(zone_field two vcpus) m=$(zone_field two memoryMib)
+if [ "$target" = 163840 ] && [ "$cpu1" = offline ] && [ "$v" = 1 ] && [ "$m" = 160 ]; then
+  ok "zone resources: 1 vCPU and 160 MiB in xenstore (target $target KiB, cpu/1 $cpu1) and in the zone's status"
+else fail "zone resources: xenstore target '$target', cpu/1 '$cpu1', status $v vCPUs $m MiB"; fi
+# The guest's balloon driver gives the memory back: the domain shrinks (xl list's Mem column).
+n=0
+until mem=$(xl list "$d" | awk 'NR==2{print $3}') && [ "${mem:-999}" -le 170 ]; do
+  n=$((n + 1)); [ $n -le 60 ] || break
+  lab_sleep 0.5
+done
+[ "${mem:-999}" -le 170 ] && ok "the domain shrank to $mem MiB" || fail "the domain still has ${mem:-?} MiB, not about 160"
+out=$(ctl zone resources two --cpus 3 2>&1)
+if [ $? != 0 ] && [[ $out == *"created with 2"* ]]; then ok "more vCPUs than created refused: $out"
+else fail "--cpus 3 on a 2-vCPU zone: $out"; fi
 t=$EPOCHREALTIME
 out=$(ctl zone destroy one two three 2>&1) || fail "destroy: $out"
 ok "destroyed three running zones in $(ms "$t") ms"

@@ -267,11 +267,23 @@ impl Control for ControlService {
 
     async fn update_zone_resources(
         &self,
-        _: Request<v1::UpdateZoneResourcesRequest>,
+        request: Request<v1::UpdateZoneResourcesRequest>,
     ) -> Result<Response<v1::UpdateZoneResourcesResponse>, Status> {
-        Err(Status::unimplemented(
-            "changing a running zone's resources is not available yet: neither backend supports memory ballooning or vCPU hotplug in this release",
-        ))
+        let request = request.into_inner();
+        let id = self.resolve(&request.zone)?;
+        if request.vcpus.is_none() && request.memory_mib.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to change: set vcpus and/or memory_mib",
+            ));
+        }
+        let record = self
+            .daemon
+            .update_resources(id, request.vcpus, request.memory_mib)
+            .await
+            .map_err(status::from_daemon)?;
+        Ok(Response::new(v1::UpdateZoneResourcesResponse {
+            zone: record.zone,
+        }))
     }
 
     type PullImageStream = Stream_<v1::PullImageResponse>;

@@ -41,6 +41,10 @@ pub struct FakeBackend {
     pub created: Mutex<Vec<Uuid>>,
     pub destroyed: Mutex<Vec<Uuid>>,
     pub fail_create: AtomicBool,
+    /// Resource changes applied, in order.
+    pub resources: Mutex<Vec<(Uuid, Resources)>>,
+    /// Answer resource changes as a backend that cannot make them (QEMU today).
+    pub resources_unsupported: AtomicBool,
 }
 
 impl FakeBackend {
@@ -155,12 +159,17 @@ impl Backend for FakeBackend {
         Ok(stop.clone().unwrap())
     }
 
-    async fn update_resources(&self, _zone_id: Uuid, _resources: Resources) -> Result<()> {
-        Err(Error::Unsupported {
-            kind: BackendKind::Qemu,
-            what: "update resources",
-            detail: "the test double does not model resources".into(),
-        })
+    async fn update_resources(&self, zone_id: Uuid, resources: Resources) -> Result<()> {
+        if self.resources_unsupported.load(Ordering::SeqCst) {
+            return Err(Error::Unsupported {
+                kind: BackendKind::Qemu,
+                what: "change a running zone's resources",
+                detail: "the test double plays a backend without them".into(),
+            });
+        }
+        self.vm(zone_id, |_| ())?;
+        self.resources.lock().unwrap().push((zone_id, resources));
+        Ok(())
     }
 }
 
