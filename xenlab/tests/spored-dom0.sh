@@ -42,11 +42,14 @@ stop_spored() { # SIGTERM, as systemd stops it; zones are left running
   return $rc
 }
 
-# zone_field NAME KEY: the first JSON value of KEY in `zone get NAME`.
+# zone_field NAME KEY: the last JSON value of KEY in `zone get NAME` (the status comes after
+# the spec, which may have the same key: vcpus, memoryMib).
 zone_field() {
   local out
   out=$(ctl -o json zone get "$1" 2>/dev/null) || return 1
-  local re="\"$2\": (\"([^\"]*)\"|([^,}[:space:]]+))"
+  [[ $out == *"\"$2\": "* ]] || return 1
+  out="\"$2\": ${out##*\"$2\": }"
+  local re="^\"$2\": (\"([^\"]*)\"|([^,}[:space:]]+))"
   [[ $out =~ $re ]] && echo "${BASH_REMATCH[2]}${BASH_REMATCH[3]}"
 }
 
