@@ -242,44 +242,9 @@ pub fn parse_num(value: Option<Vec<u8>>) -> Option<u32> {
 }
 
 /// Waits for a secondary console's frontend to publish its ring and port, maps it and
-/// reports the backend connected. The ring-ref and port are guest-written numbers.
-pub fn connect_console<T: Read + Write>(
-    xs: &mut XsClient<T>,
-    gnt: &GntDev,
-    domid: DomId,
-    devid: u32,
-    timeout: Duration,
-) -> Result<ConsoleBackend> {
-    let f = frontend_path(Kind::Console, domid, devid);
-    let b = backend_path(Kind::Console, domid, devid);
-    let deadline = Instant::now() + timeout;
-    let (gref, port) = loop {
-        let st = read_num(xs, &format!("{f}/state"))?.unwrap_or(0);
-        let gref = read_num(xs, &format!("{f}/ring-ref"))?;
-        let port = read_num(xs, &format!("{f}/port"))?;
-        if let (true, Some(g), Some(p)) = (st >= state::INITIALISED, gref, port) {
-            break (g, p);
-        }
-        if Instant::now() >= deadline {
-            return Err(XenError::BackendTimeout {
-                path: f,
-                want: state::INITIALISED,
-                last: st.to_string(),
-                secs: timeout.as_secs(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let backend = ConsoleBackend::connect(gnt, domid, gref, port)?;
-    xs.write(
-        &format!("{b}/state"),
-        state::CONNECTED.to_string().as_bytes(),
-    )?;
-    Ok(backend)
-}
-
-/// The async form of [`connect_console`], driven by a xenstore watch on the frontend instead
-/// of polling, so it costs nothing while the guest boots and can be dropped at any await.
+/// reports the backend connected. The ring-ref and port are guest-written numbers. Driven by
+/// a xenstore watch on the frontend instead of polling, so it costs nothing while the guest
+/// boots and can be dropped at any await.
 pub async fn connect_console_async(
     xs: &AsyncXs,
     gnt: &GntDev,
