@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::daemon::{Daemon, DaemonError, chain};
 use crate::state;
 use crate::store::ZoneRecord;
-use crate::validate::FieldError;
+use crate::validate::{FieldError, bad};
 use crate::zones::ZoneError;
 
 impl Daemon {
@@ -46,10 +46,9 @@ impl Daemon {
             .await
             .map_err(|e| match e {
                 RuntimeError::Unsupported { .. } => DaemonError::Unsupported(e.to_string()),
-                RuntimeError::InvalidSpec { detail, .. } => DaemonError::Invalid(FieldError {
-                    field: "resources".into(),
-                    detail,
-                }),
+                RuntimeError::InvalidSpec { detail, .. } => {
+                    DaemonError::Invalid(bad("resources", detail))
+                }
                 other => DaemonError::Backend(format!(
                     "changing the resources of zone {name}: {}",
                     chain(&other)
@@ -72,22 +71,22 @@ impl Daemon {
 fn check(record: &ZoneRecord, wanted: Resources) -> Result<(), FieldError> {
     let (max_vcpus, max_mib) = (record.max_vcpus, record.max_memory_mib);
     if wanted.vcpus == 0 || wanted.vcpus > max_vcpus {
-        return Err(FieldError {
-            field: "vcpus".into(),
-            detail: format!(
+        return Err(bad(
+            "vcpus",
+            format!(
                 "{} vCPUs: the zone was created with {max_vcpus}, so 1 to {max_vcpus} can be online",
                 wanted.vcpus
             ),
-        });
+        ));
     }
     if wanted.memory_mib == 0 || wanted.memory_mib > max_mib {
-        return Err(FieldError {
-            field: "memory_mib".into(),
-            detail: format!(
+        return Err(bad(
+            "memory_mib",
+            format!(
                 "{} MiB: the zone was created with {max_mib} MiB and cannot grow past it",
                 wanted.memory_mib
             ),
-        });
+        ));
     }
     Ok(())
 }

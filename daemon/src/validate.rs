@@ -22,7 +22,7 @@ pub struct FieldError {
     pub detail: String,
 }
 
-fn bad(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
+pub(crate) fn bad(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
     FieldError {
         field: field.into(),
         detail: detail.into(),
