@@ -665,24 +665,20 @@ impl Backend for XenBackend {
 
     async fn open_console(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>> {
         let zone = self.zone(zone_id).await?;
-        let mut ch = zone.console.lock().await;
-        if let Some(ready) = ch.take_ready().await {
-            return Ok(Box::new(ready?));
-        }
-        ch.stop().await;
-        let connected = connect_console(&self.inner.gnt, zone_id, zone.domid, None).await?;
-        Ok(Box::new(ch.replace(connected)))
+        let connect = connect_console(&self.inner.gnt, zone_id, zone.domid, None);
+        let stream = zone.console.lock().await.open(connect).await?;
+        Ok(Box::new(stream))
     }
 
     async fn open_idm(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>> {
         let zone = self.zone(zone_id).await?;
-        let mut ch = zone.idm.lock().await;
-        if let Some(ready) = ch.take_ready().await {
-            return Ok(Box::new(ready?));
-        }
-        ch.stop().await;
-        let connected = self.connect_idm(zone_id, zone.domid).await?;
-        Ok(Box::new(ch.replace(connected)))
+        let stream = zone
+            .idm
+            .lock()
+            .await
+            .open(self.connect_idm(zone_id, zone.domid))
+            .await?;
+        Ok(Box::new(stream))
     }
 
     async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {

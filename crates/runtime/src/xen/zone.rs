@@ -47,8 +47,23 @@ impl Channel {
         }
     }
 
+    /// The stream to hand out: the one made at create if nobody took it yet, else a new
+    /// connection made by `connect` once the previous pump and mapping are gone.
+    pub async fn open(
+        &mut self,
+        connect: impl std::future::Future<Output = crate::Result<Connected>>,
+    ) -> crate::Result<DuplexStream> {
+        if let Some(ready) = self.take_ready().await {
+            return ready;
+        }
+        self.stop().await;
+        let (stream, pump) = connect.await?;
+        self.pump = Some(pump);
+        Ok(stream)
+    }
+
     /// The stream made at create, once (waiting for a background connection to finish).
-    pub async fn take_ready(&mut self) -> Option<crate::Result<DuplexStream>> {
+    async fn take_ready(&mut self) -> Option<crate::Result<DuplexStream>> {
         if let Some(task) = self.connecting.take() {
             return Some(match task.await {
                 Ok(Ok((stream, pump))) => {
@@ -78,12 +93,6 @@ impl Channel {
             pump.abort();
             let _ = pump.await;
         }
-    }
-
-    /// Serves the ring through a new connection.
-    pub fn replace(&mut self, (stream, pump): Connected) -> DuplexStream {
-        self.pump = Some(pump);
-        stream
     }
 }
 
