@@ -694,3 +694,24 @@ impl Backend for XenBackend {
             .await?
     }
 }
+
+/// Fixtures shared by the unit tests of this backend's modules.
+#[cfg(test)]
+mod testing {
+    use spore_xen::{DomId, DomainInfo};
+    use uuid::Uuid;
+
+    /// What the hypervisor reports of a running one-vCPU domain whose handle is `zone`.
+    pub fn domain_info(domid: DomId, zone: Uuid, flags: u32) -> DomainInfo {
+        DomainInfo {
+            domid,
+            flags,
+            tot_pages: 0,
+            max_pages: 0,
+            shared_info_frame: 0,
+            cpu_time_ns: 0,
+            online_vcpus: 1,
+            handle: *zone.as_bytes(),
+        }
+    }
+}

@@ -78,16 +78,7 @@ mod tests {
     use super::*;
 
     fn info(zone: Uuid, flags: u32) -> DomainInfo {
-        DomainInfo {
-            domid: 4,
-            flags,
-            tot_pages: 0,
-            max_pages: 0,
-            shared_info_frame: 0,
-            cpu_time_ns: 0,
-            online_vcpus: 1,
-            handle: *zone.as_bytes(),
-        }
+        crate::xen::testing::domain_info(4, zone, flags)
     }
 
     /// `XEN_DOMINF_shutdown` with a reason in bits 16..24.

@@ -152,21 +152,9 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xen::testing::domain_info as info;
 
     const OWNER: &str = "/var/lib/spore/zones";
-
-    fn info(domid: DomId, zone: Uuid, flags: u32) -> DomainInfo {
-        DomainInfo {
-            domid,
-            flags,
-            tot_pages: 0,
-            max_pages: 0,
-            shared_info_frame: 0,
-            cpu_time_ns: 0,
-            online_vcpus: 1,
-            handle: *zone.as_bytes(),
-        }
-    }
 
     fn marker(zone: &Uuid, owner: &str, node_owner: DomId) -> Marker {
         Marker {
