@@ -22,12 +22,9 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 runs=${1:-3}
 cd "$repo"
 say() { printf 'backend.sh: %s\n' "$*" >&2; }
+. "$repo/xenlab/tests/host.sh"
 
-bundle=${SPORE_GUEST_DIR:-$repo/target/guest}
-if [ ! -f "$bundle/vmlinux" ] || [ ! -f "$bundle/initrd" ]; then
-  say "building the guest bundle into $bundle"
-  kernel/build-bundle.sh "$bundle"
-fi
+bundle=$(guest_bundle)
 say "building the lab driver (static, musl)"
 CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
   cargo build -q -p spore-runtime --example xen_lab --release --target x86_64-unknown-linux-musl
@@ -43,11 +40,7 @@ echo 'root:x:0:0:root:/:/bin/sh' > "$tmp/rootfs/etc/passwd"
 mksquashfs "$tmp/rootfs" "$tmp/root.squashfs" -noappend -quiet -no-progress -all-root >/dev/null
 truncate -s "$(( ($(stat -c %s "$tmp/root.squashfs") + 4095) / 4096 * 4096 ))" "$tmp/root.squashfs"
 
-# bash reads a script as it runs it: a copy of the lab tool keeps an edit of the checkout from
-# breaking a run that takes minutes.
-mkdir -p "$tmp/lab"
-cp -r "$repo/xenlab/lab.sh" "$repo/xenlab/build.sh" "$repo/xenlab/dom0" "$repo/xenlab/guest" "$tmp/lab/"
-cp "$repo/xenlab/tests/backend-dom0.sh" "$tmp/backend-dom0.sh"
+stage_lab "$tmp" "$repo/xenlab/tests/backend-dom0.sh"
 results=${XENLAB_BACKEND_RESULTS:-$repo/target/xenlab-backend}
 rm -rf "$results"
 rc=0

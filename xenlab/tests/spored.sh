@@ -15,12 +15,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 say() { printf 'spored.sh: %s\n' "$*" >&2; }
+. "$repo/xenlab/tests/host.sh"
 
-bundle=${SPORE_GUEST_DIR:-$repo/target/guest}
-if [ ! -f "$bundle/kernel" ] || [ ! -f "$bundle/initrd" ]; then
-  say "building the guest bundle into $bundle"
-  kernel/build-bundle.sh "$bundle"
-fi
+bundle=$(guest_bundle)
 # The dev profile: .ci/run has just built it for the tests, so this costs seconds there.
 say "building spored and sporectl"
 cargo build -q --locked -p spored -p sporectl
@@ -32,11 +29,7 @@ trap 'rm -rf "$tmp"' EXIT
 for b in spored sporectl; do objcopy --strip-debug "$bin/$b" "$tmp/$b"; done
 scripts/demo-image.sh "$tmp/demo-oci" demo >/dev/null
 
-# bash reads a script as it runs it: a copy of the lab tool keeps an edit of the checkout from
-# breaking a run that takes minutes.
-mkdir -p "$tmp/lab"
-cp -r "$repo/xenlab/lab.sh" "$repo/xenlab/build.sh" "$repo/xenlab/dom0" "$repo/xenlab/guest" "$tmp/lab/"
-cp "$repo/xenlab/tests/spored-dom0.sh" "$tmp/spored-dom0.sh"
+stage_lab "$tmp" "$repo/xenlab/tests/spored-dom0.sh"
 results=${XENLAB_SPORED_RESULTS:-$repo/target/xenlab-spored}
 rm -rf "$results"
 rc=0
