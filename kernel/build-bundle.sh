@@ -39,7 +39,8 @@ done
 # --- the kernel package ---------------------------------------------------------------------
 find_deb() {
   local pkg=$1
-  ls "$cache/${pkg}"_*_amd64.deb 2>/dev/null | sort -V | tail -n1
+  # An empty cache is the normal first run: no match is not an error (pipefail would make it one).
+  { ls "$cache/${pkg}"_*_amd64.deb 2>/dev/null || true; } | sort -V | tail -n1
 }
 
 deb=${SPORE_KERNEL_DEB:-}
