@@ -152,10 +152,12 @@ impl Daemon {
         spec: v1::ZoneSpec,
     ) -> Result<(Uuid, String), DaemonError> {
         let (total, _) = crate::host::memory();
+        let vm = self.backend.as_ref().map(|b| b.limits());
         let limits = Limits {
             host_cpus: crate::host::cpus(),
             host_memory_mib: total >> 20,
-            min_memory_mib: self.backend.as_ref().map_or(0, |b| b.min_memory_mib()),
+            min_memory_mib: vm.map_or(0, |l| l.min_memory_mib),
+            max_vcpus: vm.map_or(u32::MAX, |l| l.max_vcpus),
             default_vcpus: self.config.zones.default_vcpus,
             default_memory_mib: self.config.zones.default_memory_mib,
         };

@@ -12,7 +12,6 @@ pub const MAX_ENV_ENTRIES: usize = 1024;
 pub const MAX_ENV_BYTES: usize = 256 * 1024;
 pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_KERNEL_ARGS_BYTES: usize = 512;
-pub const MAX_VCPUS: u32 = 128;
 
 /// A field that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +35,8 @@ pub struct Limits {
     pub host_memory_mib: u64,
     /// The backend's minimum; 0 when no backend is usable (creation fails later anyway).
     pub min_memory_mib: u64,
+    /// The backend's maximum; `u32::MAX` when no backend is usable.
+    pub max_vcpus: u32,
     pub default_vcpus: u32,
     pub default_memory_mib: u64,
 }
@@ -48,18 +49,20 @@ pub struct ValidSpec {
     pub memory_mib: u64,
 }
 
-/// `[a-z0-9][a-z0-9_.-]{0,62}`.
+/// The most bytes a zone name has.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// A zone's name is its guest's host name, so it follows the guest's host-name rule
+/// ([`spore_idm::launch::is_host_name`]), in lower case: what CreateZone accepts the guest
+/// accepts too.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
-    if first_ok && rest_ok && name.len() <= 63 {
+    if !name.bytes().any(|b| b.is_ascii_uppercase())
+        && spore_idm::launch::is_host_name(name, MAX_NAME_BYTES)
+    {
         Ok(())
     } else {
         Err(format!(
-            "{:?} is not a valid name: use 1-63 characters [a-z0-9_.-], starting with a letter or digit",
+            "{:?} is not a valid name: a zone's name is its host name, so use 1-{MAX_NAME_BYTES} characters [a-z0-9.-] in labels that start and end with a letter or digit (e.g. web-1)",
             truncate(name)
         ))
     }
@@ -90,12 +93,18 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
     let vcpus = match spec.vcpus {
         None => limits.default_vcpus.min(limits.host_cpus).max(1),
         Some(0) => return Err(bad("spec.vcpus", "must be at least 1")),
-        Some(n) if n > limits.host_cpus.min(MAX_VCPUS) => {
+        Some(n) if n > limits.host_cpus => {
+            return Err(bad(
+                "spec.vcpus",
+                format!("{n} is more than this host's {} CPUs", limits.host_cpus),
+            ));
+        }
+        Some(n) if n > limits.max_vcpus => {
             return Err(bad(
                 "spec.vcpus",
                 format!(
-                    "{n} is more than this host's {} CPUs",
-                    limits.host_cpus.min(MAX_VCPUS)
+                    "{n} is more than the {} a zone can have on this backend",
+                    limits.max_vcpus
                 ),
             ));
         }
@@ -291,6 +300,7 @@ mod tests {
             host_cpus: 2,
             host_memory_mib: 4096,
             min_memory_mib: 96,
+            max_vcpus: 64,
             default_vcpus: 1,
             default_memory_mib: 256,
         }
@@ -487,10 +497,23 @@ mod tests {
 
     #[test]
     fn names_follow_the_documented_pattern() {
-        for ok in ["a", "0", "web-1", "a.b_c", &"x".repeat(63)] {
+        for ok in ["a", "0", "web-1", "a.b-c", "0x", "a-b.c1", &"x".repeat(63)] {
             check_name(ok).unwrap();
         }
-        for bad in ["", "-a", ".a", "A", "a b", "ä", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "A",
+            "a b",
+            "ä",
+            "web_1",
+            "db.",
+            "a..b",
+            "a-",
+            "a.-b",
+            &"x".repeat(64),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }

@@ -255,9 +255,11 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::LaunchInvalid(msg.into())
 }
 
-/// A hostname or /etc/hosts name: RFC 1123 labels, at most 253 bytes (64 for the hostname).
-fn check_hostname(what: &str, name: &str, max: usize) -> Result<()> {
-    let ok = !name.is_empty()
+/// The guest's host-name rule (RFC 1123): dot-separated labels of 1-63 letters, digits and
+/// '-', neither starting nor ending with '-', at most `max` bytes in all. spored's zone names
+/// follow it too, since a zone's name becomes its host name.
+pub fn is_host_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
         && name.len() <= max
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -267,8 +269,12 @@ fn check_hostname(what: &str, name: &str, max: usize) -> Result<()> {
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
+        })
+}
+
+/// A hostname or /etc/hosts name: RFC 1123 labels, at most 253 bytes (64 for the hostname).
+fn check_hostname(what: &str, name: &str, max: usize) -> Result<()> {
+    if is_host_name(name, max) {
         Ok(())
     } else {
         Err(invalid(format!(

@@ -424,7 +424,7 @@ async fn backend_test(lab: Lab) -> Result<()> {
         "backend_new_ms={} xen={} min_memory_mib={}",
         t.elapsed().as_millis(),
         backend.xen_version(),
-        backend.min_memory_mib()
+        backend.limits().min_memory_mib
     ));
     ensure!(backend.list().await?.is_empty(), "no zones at start");
     let anon_at_start = status_kib("RssAnon:");
@@ -432,12 +432,12 @@ async fn backend_test(lab: Lab) -> Result<()> {
 
     // Too little memory is refused with the minimum in the message.
     let mut small = lab.spec("small", "true")?;
-    small.memory_mib = backend.min_memory_mib() - 1;
+    small.memory_mib = backend.limits().min_memory_mib - 1;
     let e = backend.create(&small).await.unwrap_err();
     ensure!(
         matches!(e, Error::InvalidSpec { .. })
             && e.to_string()
-                .contains(&format!("{} MiB", backend.min_memory_mib())),
+                .contains(&format!("{} MiB", backend.limits().min_memory_mib)),
         "{e}"
     );
     result(format!("too_small_refused=OK msg={e}"));
@@ -504,7 +504,7 @@ async fn backend_test(lab: Lab) -> Result<()> {
 
     // 2b. The smallest zone the backend accepts boots and runs its workload.
     let mut spec = lab.spec("smallest", "echo smallest; exit 0")?;
-    spec.memory_mib = backend.min_memory_mib();
+    spec.memory_mib = backend.limits().min_memory_mib;
     let info = backend.create(&spec).await?;
     let domid = domid_of(&info)?;
     let console = Console::spawn(backend.open_console(spec.zone_id).await?);

@@ -39,6 +39,16 @@ pub struct DomainStop {
     pub detail: String,
 }
 
+/// What a backend can run, stated once: CreateZone checks a spec against these, so a zone
+/// that was accepted is not refused by its backend later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmLimits {
+    /// The smallest memory (MiB) a zone can boot with.
+    pub min_memory_mib: u64,
+    /// The most vCPUs a zone can have (the host's CPU count may bound it further).
+    pub max_vcpus: u32,
+}
+
 /// New resources for a running zone's VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resources {
@@ -59,8 +69,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
 
-    /// The smallest memory (MiB) a zone can boot with on this backend.
-    fn min_memory_mib(&self) -> u64;
+    /// What a zone on this backend may ask for.
+    fn limits(&self) -> VmLimits;
 
     /// Creates and starts the VM. On error nothing is left behind.
     async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo>;

@@ -16,7 +16,7 @@ pub mod qemu;
 mod spec;
 pub mod xen;
 
-pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason};
+pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason, VmLimits};
 pub use error::{Error, Result};
 pub use probe::{BackendKind, BackendProbe, HostProbe};
 pub use spec::{LaunchSpec, NicSpec, RootFormat};

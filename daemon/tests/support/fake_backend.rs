@@ -21,7 +21,7 @@ use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{IdmCodec, IdmPacket};
 use spore_runtime::{
     Backend, BackendKind, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result,
-    StopReason,
+    StopReason, VmLimits,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
@@ -85,8 +85,11 @@ impl Backend for FakeBackend {
         BackendKind::Qemu
     }
 
-    fn min_memory_mib(&self) -> u64 {
-        64
+    fn limits(&self) -> VmLimits {
+        VmLimits {
+            min_memory_mib: 64,
+            max_vcpus: 64,
+        }
     }
 
     async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {

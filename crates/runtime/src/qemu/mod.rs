@@ -28,6 +28,7 @@ pub use args::ZoneFiles;
 use crate::probe::BackendKind;
 use crate::{
     Backend, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result, StopReason,
+    VmLimits,
 };
 use args::MachineOptions;
 use channel::Channel;
@@ -392,8 +393,11 @@ impl Backend for QemuBackend {
         BackendKind::Qemu
     }
 
-    fn min_memory_mib(&self) -> u64 {
-        MIN_MEMORY_MIB
+    fn limits(&self) -> VmLimits {
+        VmLimits {
+            min_memory_mib: MIN_MEMORY_MIB,
+            max_vcpus: MAX_VCPUS,
+        }
     }
 
     async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {

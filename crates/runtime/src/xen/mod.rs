@@ -35,7 +35,9 @@ use spore_xen::{DomId, EvtChn, GntDev, Hypervisor, PrivCmd, XenError};
 use uuid::Uuid;
 
 use crate::probe::BackendKind;
-use crate::{Backend, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result};
+use crate::{
+    Backend, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result, VmLimits,
+};
 use images::{Images, LoadError};
 use status::DomainState;
 use teardown::Timeouts;
@@ -64,7 +66,7 @@ pub struct XenConfig {
     pub zones_root: PathBuf,
     /// Where kernels extracted from bzImages are kept (`<sha256>.elf`).
     pub kernel_cache: PathBuf,
-    /// The guest bundle's kernel and initrd, for [`Backend::min_memory_mib`].
+    /// The guest bundle's kernel and initrd, for [`Backend::limits`].
     pub guest_kernel: Option<PathBuf>,
     pub guest_initrd: Option<PathBuf>,
     /// Memory a zone needs beyond its kernel's initial mapping (`Layout::min_memory_mib`) for
@@ -515,8 +517,11 @@ impl Backend for XenBackend {
         BackendKind::Xen
     }
 
-    fn min_memory_mib(&self) -> u64 {
-        self.inner.min_memory_mib
+    fn limits(&self) -> VmLimits {
+        VmLimits {
+            min_memory_mib: self.inner.min_memory_mib,
+            max_vcpus: MAX_VCPUS,
+        }
     }
 
     async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {

@@ -47,7 +47,8 @@ pub struct LaunchArgs {
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
 
-    /// Name of the zone ([a-z0-9][a-z0-9_.-]{0,62}); default: spored picks one.
+    /// Name of the zone, also its host name: 1-63 of [a-z0-9.-], labels starting and ending
+    /// with a letter or digit; default: spored picks one.
     #[arg(long)]
     pub name: Option<String>,
 
