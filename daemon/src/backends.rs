@@ -102,11 +102,12 @@ async fn build(kind: BackendKind, config: &Config) -> Result<(Arc<dyn Backend>, 
             };
             let qemu = QemuConfig {
                 binary: config.qemu.binary.clone(),
+                guest_kernel: Some(config.guest_kernel()),
                 accel,
                 tcg_tb_size_mib: Some(config.qemu.tcg_tb_size_mib).filter(|&m| m > 0),
                 ..QemuConfig::new(config.state_dir.join("zones"))
             };
-            // Blocking: the KVM probe boots a tiny VM.
+            // Blocking: the KVM probe boots the guest kernel (once; its verdict is cached).
             let backend = tokio::task::spawn_blocking(move || QemuBackend::new(qemu))
                 .await
                 .map_err(|e| format!("the QEMU backend's start panicked: {e}"))?

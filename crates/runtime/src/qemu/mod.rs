@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use accel::{Accel, AccelChoice, AccelDecision};
+pub use accel::{Accel, AccelChoice, AccelDecision, KvmProbe};
 pub use args::ZoneFiles;
 
 use crate::probe::BackendKind;
@@ -48,8 +48,11 @@ pub struct QemuConfig {
     pub binary: String,
     /// `<state>/zones`: one directory per zone id (re-adoption scans it).
     pub zones_root: PathBuf,
-    /// Where kernels extracted from bzImages are kept (`<sha256>.elf`).
+    /// Where kernels extracted from bzImages are kept (`<sha256>.elf`), and the KVM probe's
+    /// cached verdict.
     pub kernel_cache: PathBuf,
+    /// The guest bundle's kernel: the KVM probe boots it.
+    pub guest_kernel: Option<PathBuf>,
     pub accel: AccelChoice,
     /// TCG translation cache bound in MiB (`None`: QEMU's default of 1 GiB).
     pub tcg_tb_size_mib: Option<u32>,
@@ -57,7 +60,7 @@ pub struct QemuConfig {
     pub connect_timeout: Duration,
     /// How long `destroy` waits after QMP `quit` before SIGKILL.
     pub stop_timeout: Duration,
-    /// How long the KVM probe VM may take.
+    /// How long the KVM probe's boot of the guest kernel may take.
     pub kvm_probe_timeout: Duration,
 }
 
@@ -72,11 +75,12 @@ impl QemuConfig {
                 .unwrap_or(Path::new("/"))
                 .join("kernels"),
             zones_root,
+            guest_kernel: None,
             accel: AccelChoice::Auto,
             tcg_tb_size_mib: Some(64),
             connect_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(5),
-            kvm_probe_timeout: Duration::from_secs(3),
+            kvm_probe_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -89,6 +93,8 @@ struct Vm {
     console: Channel,
     idm: Channel,
     monitor: tokio::sync::Mutex<Monitor>,
+    /// Becomes `Some(run state)` when QEMU stopped the guest for good.
+    dead: watch::Receiver<Option<String>>,
     /// QEMU's exit status when it is our child (a re-adopted QEMU is init's child).
     exit_status: Option<watch::Receiver<Option<std::process::ExitStatus>>>,
 }
@@ -105,7 +111,8 @@ pub struct QemuBackend {
 }
 
 impl QemuBackend {
-    /// Checks that QEMU runs and picks the accelerator (blocking: the KVM probe boots a VM).
+    /// Checks that QEMU runs and picks the accelerator (blocking: the KVM probe boots the guest
+    /// kernel, once per kernel and QEMU version).
     pub fn new(config: QemuConfig) -> Result<QemuBackend> {
         let probe = crate::HostProbe {
             qemu_binary: config.binary.clone(),
@@ -120,13 +127,14 @@ impl QemuBackend {
         }
         std::fs::create_dir_all(&config.zones_root)
             .map_err(|e| Error::io(format!("cannot create {}", config.zones_root.display()), e))?;
-        let accel = accel::decide(
-            &config.binary,
-            config.accel,
-            &config.zones_root,
-            config.kvm_probe_timeout,
-        )
-        .map_err(|detail| Error::Unavailable {
+        let probe = KvmProbe {
+            qemu: config.binary.clone(),
+            qemu_version: probe.detail,
+            kernel: config.guest_kernel.clone(),
+            dir: config.kernel_cache.clone(),
+            timeout: config.kvm_probe_timeout,
+        };
+        let accel = accel::decide(config.accel, &probe).map_err(|detail| Error::Unavailable {
             kind: BackendKind::Qemu,
             detail,
         })?;
@@ -315,6 +323,7 @@ impl Vm {
     ) -> Vm {
         let monitor = Monitor::spawn(files.qmp.clone(), process.clone());
         Vm {
+            dead: monitor.dead(),
             console: console.unwrap_or_else(|| Channel::unbound(&files.console)),
             idm: idm.unwrap_or_else(|| Channel::unbound(&files.idm)),
             monitor: tokio::sync::Mutex::new(monitor),
@@ -526,7 +535,32 @@ impl Backend for QemuBackend {
 
     async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
         let vm = self.vm(zone_id)?;
-        vm.process.exited().await;
+        let mut dead = vm.dead.clone();
+        let dead = async move {
+            let state = dead.wait_for(Option::is_some).await.map(|s| s.clone());
+            match state {
+                Ok(Some(state)) => state,
+                // The monitor ended: only QEMU's exit is left to wait for.
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = vm.process.exited() => {}
+            state = dead => {
+                // QEMU keeps running (and, after a KVM emulation failure, spinning) with a
+                // guest that can never continue: end it, so the zone fails now, not never.
+                tracing::warn!(zone = %zone_id, pid = vm.process.pid(), "QEMU stopped the guest ({state}); killing it");
+                vm.process.kill();
+                vm.process.exited().await;
+                return Ok(DomainStop {
+                    reason: StopReason::Crash,
+                    detail: format!(
+                        "QEMU stopped the guest for good ({state}): {}",
+                        log_error(&vm.files.log)
+                    ),
+                });
+            }
+        }
         Ok(vm.stop_reason().await)
     }
 
@@ -568,6 +602,18 @@ fn log_tail(log: &Path) -> String {
         Ok(_) => format!("{} is empty", log.display()),
         Err(e) => format!("cannot read {}: {e}", log.display()),
     }
+}
+
+/// QEMU's first error line in its log (after a KVM internal error it prints a register dump,
+/// so the last lines say little), else the log's tail.
+fn log_error(log: &Path) -> String {
+    let first = std::fs::read(log).ok().and_then(|bytes| {
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .find(|l| l.contains("error") || l.contains("failure"))
+            .map(|l| format!("{} says: {}", log.display(), l.trim()))
+    });
+    first.unwrap_or_else(|| log_tail(log))
 }
 
 fn host_memory_mib() -> Option<u64> {
