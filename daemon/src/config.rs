@@ -51,6 +51,9 @@ pub struct ZonesConfig {
     pub console_log_bytes: u64,
     /// How long a destroyed zone's workload gets to end after SIGTERM, seconds.
     pub stop_timeout_secs: u64,
+    /// How long a zone's guest may take from its VM's start to starting the workload, seconds;
+    /// after that the zone fails and its VM is destroyed.
+    pub start_timeout_secs: u64,
     /// Zones launched at once (image preparation and VM creation).
     pub max_parallel_launches: usize,
 }
@@ -136,6 +139,9 @@ impl Default for ZonesConfig {
             default_memory_mib: 256,
             console_log_bytes: 1024 * 1024,
             stop_timeout_secs: 10,
+            // A boot takes 2-5 s under TCG on an idle 2-core machine, a minute or more when it
+            // is loaded (and inside the Xen lab, TCG within TCG): generous, yet never "forever".
+            start_timeout_secs: 300,
             max_parallel_launches: 8,
         }
     }
@@ -235,6 +241,9 @@ impl Config {
         }
         if self.zones.default_memory_mib == 0 {
             return invalid("zones.default_memory_mib", "must be at least 1".into());
+        }
+        if self.zones.start_timeout_secs == 0 {
+            return invalid("zones.start_timeout_secs", "must be at least 1".into());
         }
         if self.zones.max_parallel_launches == 0 {
             return invalid("zones.max_parallel_launches", "must be at least 1".into());

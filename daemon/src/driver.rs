@@ -216,6 +216,16 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
     let mut guest_errors = 0u64;
     let stopped = backend.wait_stopped(id);
     tokio::pin!(stopped);
+    let start_timeout = Duration::from_secs(daemon.config.zones.start_timeout_secs);
+    let start_deadline = daemon
+        .zones
+        .get(id)
+        .and_then(|r| start_deadline(&r, start_timeout));
+    let mut awaiting_start = start_deadline.is_some();
+    let start_timer = tokio::time::sleep_until(
+        start_deadline.unwrap_or_else(|| tokio::time::Instant::now() + start_timeout),
+    );
+    tokio::pin!(start_timer);
     loop {
         tokio::select! {
             // A destroy request first (a chatty guest cannot starve it), then what the guest
@@ -224,6 +234,20 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
             _ = requested(destroy) => {
                 stop_workload(daemon, id, idm.as_ref(), &mut events, &mut stopped).await;
                 return Next::Destroy;
+            }
+            _ = &mut start_timer, if awaiting_start => {
+                awaiting_start = false;
+                if daemon.zones.get(id).is_some_and(|r| r.state() == ZoneState::Starting) {
+                    // A guest stuck in its boot (a hung kernel, an init that never runs the
+                    // workload) would otherwise keep the zone STARTING and its VM running
+                    // forever: fail it, and ended() destroys the VM.
+                    let reason = format!(
+                        "the guest did not start within {} s (zones.start_timeout_secs); see the zone's console log",
+                        start_timeout.as_secs()
+                    );
+                    daemon.fail(id, &reason).await;
+                    return ended(daemon, id, &hub).await;
+                }
             }
             event = recv(&mut events) => match event {
                 Some(GuestEvent::Started(info)) => started(daemon, id, &info).await,
@@ -395,6 +419,29 @@ async fn started(daemon: &Arc<Daemon>, id: Uuid, info: &spore_idm::proto::Starte
     {
         tracing::error!(zone = %id, "{e}");
     }
+}
+
+/// When a STARTING zone's guest must have started its workload: `timeout` after the zone
+/// became STARTING (its VM started), also for a zone a restarted daemon re-adopts.
+fn start_deadline(
+    record: &crate::store::ZoneRecord,
+    timeout: Duration,
+) -> Option<tokio::time::Instant> {
+    if record.state() != ZoneState::Starting {
+        return None;
+    }
+    let since = record
+        .status()
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.to == ZoneState::Starting as i32)
+        .and_then(|t| t.time)
+        .and_then(|ts| std::time::SystemTime::try_from(ts).ok());
+    let elapsed = since
+        .and_then(|s| s.elapsed().ok())
+        .unwrap_or(Duration::ZERO);
+    Some(tokio::time::Instant::now() + timeout.saturating_sub(elapsed))
 }
 
 async fn recv(events: &mut Option<mpsc::Receiver<GuestEvent>>) -> Option<GuestEvent> {

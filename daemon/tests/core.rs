@@ -274,6 +274,68 @@ async fn vm_that_stops_without_an_exit_fails_the_zone() {
 }
 
 #[tokio::test]
+async fn every_accepted_name_shape_reaches_the_guest() {
+    // The guest double decodes and validates the launch config, hostname included, as
+    // spore-init does: a name CreateZone accepts must not fail at Creating.
+    let s = setup().await;
+    let long = "x".repeat(63);
+    let dotted = format!("{}.{}", "a".repeat(31), "b".repeat(31));
+    for name in ["a", "0", "web-1", "a.b-c", "1a.2b", "x--y", &long, &dotted] {
+        let (id, _) = s
+            .daemon
+            .create_zone(v1::ZoneSpec {
+                name: name.into(),
+                ..spec(&["exit", "0"])
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let record = wait_state(&s, id, ZoneState::Exited).await;
+        assert_eq!(
+            record.status().exit.unwrap().status,
+            Some(v1::exit_status::Status::Code(0)),
+            "{name}"
+        );
+    }
+    for name in ["web_1", "db.", "a..b", "a-", "-a", "Web"] {
+        let err = s
+            .daemon
+            .create_zone(v1::ZoneSpec {
+                name: name.into(),
+                ..spec(&["exit", "0"])
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("spec.name"), "{name}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_guest_that_never_starts_fails_within_the_start_timeout_and_its_vm_goes() {
+    let s = setup_with(|c| c.zones.start_timeout_secs = 2).await;
+    let started = std::time::Instant::now();
+    let (id, _) = s.daemon.create_zone(spec(&["hang"])).await.unwrap();
+    let record = wait_state(&s, id, ZoneState::Failed).await;
+    let took = started.elapsed();
+    assert_eq!(
+        record.status().reason,
+        "the guest did not start within 2 s (zones.start_timeout_secs); see the zone's console log"
+    );
+    assert!(took >= Duration::from_secs(2), "failed after {took:?}");
+    assert!(
+        history(&record).ends_with(&[ZoneState::Starting, ZoneState::Failed]),
+        "{:?}",
+        history(&record)
+    );
+    support::until("the VM to be destroyed", WAIT, || !s.backend.has_vm(id)).await;
+    assert!(s.backend.destroyed.lock().unwrap().contains(&id));
+    // A guest that starts in time is not touched by the timer.
+    let (id, _) = s.daemon.create_zone(spec(&["sleep"])).await.unwrap();
+    wait_state(&s, id, ZoneState::Running).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(state(&s, id), Some(ZoneState::Running));
+}
+
+#[tokio::test]
 async fn backend_create_failure_fails_the_zone_with_its_message() {
     let s = setup().await;
     s.backend

@@ -8,7 +8,8 @@
 //! - `resend A B`: Started, Exit code A, and once that is acknowledged a duplicate Exit with
 //!   code B (as a real guest's re-send can arrive after the ack); after its ack the console
 //!   says `acked twice` and the VM powers off (`no ack` if one does not come within 10 s);
-//! - `fail MSG`: a fatal Error, then the VM stops.
+//! - `fail MSG`: a fatal Error, then the VM stops;
+//! - `hang`: a guest stuck in its boot: says nothing, and its VM runs until destroyed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -193,6 +194,10 @@ async fn guest(
             detail: "guest powered off".into(),
         }));
     };
+    if let ["hang"] = args.as_slice() {
+        let _ = stop.subscribe().wait_for(Option::is_some).await;
+        return;
+    }
     if let ["fail", message] = args.as_slice() {
         let _ = idm
             .send(IdmPacket::event(Body::Error(proto::Error {
