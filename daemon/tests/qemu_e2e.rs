@@ -16,20 +16,6 @@ use tonic::Code;
 /// A boot under TCG takes seconds; on a loaded two-core CI machine, several times that.
 const ZONE_TIMEOUT: Duration = Duration::from_secs(180);
 
-fn bundle() -> PathBuf {
-    let dir = std::env::var_os("SPORE_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| support::repo_root().join("target/guest"));
-    for f in ["kernel", "initrd"] {
-        assert!(
-            dir.join(f).is_file(),
-            "guest bundle missing: {} has no {f}; run kernel/build-bundle.sh (or set SPORE_GUEST_DIR)",
-            dir.display()
-        );
-    }
-    dir
-}
-
 fn sporectl_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_spored")).with_file_name("sporectl");
     assert!(
@@ -42,12 +28,19 @@ fn sporectl_bin() -> PathBuf {
 
 /// spored on a state dir holding the guest bundle, with the demo image imported as `demo`.
 struct Host {
+    // Declared first, dropped first: a failed test's zones end before spored and their files.
+    _reaper: spore_testkit::Reaper,
     dir: tempfile::TempDir,
     spored: Spored,
 }
 
 impl Host {
     async fn start() -> Host {
+        Host::start_with("").await
+    }
+
+    /// Like [`Host::start`] with `config` as spored's config file (TOML).
+    async fn start_with(config: &str) -> Host {
         let dir = tempfile::Builder::new()
             .prefix("spore-e2e-")
             .tempdir_in("/tmp")
@@ -55,10 +48,17 @@ impl Host {
         let guest = dir.path().join("state/guest");
         std::fs::create_dir_all(&guest).unwrap();
         for f in ["kernel", "initrd"] {
-            std::fs::copy(bundle().join(f), guest.join(f)).unwrap();
+            std::fs::copy(spore_testkit::guest_bundle().join(f), guest.join(f)).unwrap();
         }
-        let spored = Spored::start(dir.path());
-        let host = Host { dir, spored };
+        let reaper = spore_testkit::Reaper::new(&dir.path().join("state/zones"));
+        let config_file = dir.path().join("spored.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let spored = Spored::start_with_config(dir.path(), &config_file);
+        let host = Host {
+            _reaper: reaper,
+            dir,
+            spored,
+        };
         let layout = support::demo_image(host.dir.path(), "demo");
         let out = host.ctl(&["image", "import", layout.to_str().unwrap(), "--tag", "demo"]);
         assert!(out.status.success(), "import: {}", text(&out));
@@ -492,4 +492,122 @@ async fn without_qemu_host_status_and_create_say_so() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("not installed"), "{}", err.message());
+}
+
+/// An initrd whose /init never starts a workload (a guest stuck in its boot).
+fn hanging_initrd(dir: &Path) -> PathBuf {
+    let root = dir.join("hang-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    std::fs::write(
+        root.join("init"),
+        "#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let initrd = dir.join("hang.initrd");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find . | cpio -o -H newc --quiet > \"$2\"")
+        .args(["sh"])
+        .arg(&root)
+        .arg(&initrd)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cpio failed");
+    initrd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_never_starts_fails_within_the_start_timeout() {
+    let host = Host::start_with("[zones]\nstart_timeout_secs = 20\n").await;
+    let initrd = hanging_initrd(host.dir.path());
+    let started = Instant::now();
+    let out = host.ctl(&[
+        "zone",
+        "launch",
+        "--attach",
+        "--name",
+        "stuck",
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "demo",
+        "true",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the guest did not start within 20 s"),
+        "{}",
+        text(&out)
+    );
+    assert!(took >= Duration::from_secs(20), "{took:?}");
+    let zone = host.wait_state("stuck", v1::ZoneState::Failed).await;
+    let status = zone.status.clone().unwrap();
+    assert!(
+        status
+            .reason
+            .starts_with("the guest did not start within 20 s"),
+        "{}",
+        status.reason
+    );
+    // Its VM goes: the domain handle is cleared once QEMU is destroyed, and no QEMU of this
+    // zone runs (its pidfile went with it).
+    let id = zone.id.clone();
+    let pid = qemu_pid(&zone);
+    let start = Instant::now();
+    while process_alive(pid)
+        || !host
+            .zone(&id)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .domain
+            .is_empty()
+    {
+        assert!(
+            start.elapsed() < ZONE_TIMEOUT,
+            "QEMU {pid} of the failed zone was not destroyed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!host.zone_dir(&id).join("qemu.pid").exists());
+    let leftover = Command::new("pgrep")
+        .args(["-f", &format!("spore-{id}")])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "QEMU left behind: {}",
+        String::from_utf8_lossy(&leftover.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_of_every_accepted_shape_become_the_guests_host_name() {
+    let host = Host::start().await;
+    let long = "n".repeat(63);
+    let dotted = "web-1.a0";
+    for name in ["a", "7", dotted, long.as_str()] {
+        let out = host.ctl(&[
+            "zone", "launch", "--rm", "--attach", "--name", name, "demo", "hostname",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    }
+    let out = host.ctl(&[
+        "zone", "launch", "--attach", "--name", "web_1", "demo", "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.name"),
+        "{}",
+        text(&out)
+    );
+    assert!(host.zones().await.is_empty());
 }

@@ -20,20 +20,6 @@ use uuid::Uuid;
 
 const BOOT: Duration = Duration::from_secs(120);
 
-fn bundle() -> PathBuf {
-    let dir = std::env::var_os("SPORE_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest"));
-    for f in ["kernel", "vmlinux", "initrd"] {
-        assert!(
-            dir.join(f).is_file(),
-            "guest bundle missing: {} has no {f}; run kernel/build-bundle.sh (or set SPORE_GUEST_DIR)",
-            dir.display()
-        );
-    }
-    dir
-}
-
 /// A busybox squashfs, padded to 4 KiB as the image store does.
 fn root_image(dir: &Path) -> (PathBuf, u64) {
     let root = dir.join("rootfs");
@@ -66,6 +52,8 @@ fn root_image(dir: &Path) -> (PathBuf, u64) {
 }
 
 struct Lab {
+    // Before the directory: the zones' QEMUs go before their files do.
+    _reaper: spore_testkit::Reaper,
     _dir: tempfile::TempDir,
     zones: PathBuf,
     image: (PathBuf, u64),
@@ -81,6 +69,7 @@ impl Lab {
         let image = root_image(dir.path());
         let zones = dir.path().join("zones");
         Lab {
+            _reaper: spore_testkit::Reaper::new(&zones),
             zones,
             image,
             _dir: dir,
@@ -125,7 +114,7 @@ impl Lab {
         };
         let config_block = zone_dir.join("config.blk");
         spore_idm::config_block::write_to(&config_block, &launch).unwrap();
-        let bundle = bundle();
+        let bundle = spore_testkit::guest_bundle();
         LaunchSpec {
             zone_id,
             name: "qemu-test".into(),
@@ -186,7 +175,7 @@ async fn zone_prints_exits_and_powers_off() {
     let backend = lab.backend();
     let mut spec = lab.spec("echo hello from the zone; exit 7");
     // The bundle's bzImage: the backend boots the ELF it extracts into its kernel cache.
-    spec.kernel = bundle().join("kernel");
+    spec.kernel = spore_testkit::guest_bundle().join("kernel");
     let info = backend.create(&spec).await.expect("create");
     assert!(
         info.running && info.handle.starts_with("qemu pid "),
