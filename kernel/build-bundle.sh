@@ -17,6 +17,7 @@
 # the same cache). Set SPORE_KERNEL_DEB=/path/to.deb to use a given package instead.
 # Nothing is installed on the host. Same inputs give identical output bytes.
 set -euo pipefail
+trap 'echo "build-bundle: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 export LC_ALL=C
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$repo/target/guest}

@@ -5,6 +5,7 @@
 #   scripts/build-guest.sh            # musl if the target is installed, else glibc +crt-static
 #   SPORE_GUEST_TARGET=x86_64-unknown-linux-gnu scripts/build-guest.sh   # force one
 set -euo pipefail
+trap 'echo "build-guest: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 cd "$(dirname "$0")/.."
 
 target=${SPORE_GUEST_TARGET:-}

@@ -3,6 +3,7 @@
 # layout directory (umoci), ready for `sporectl image import DIR`.
 #   scripts/demo-image.sh OUTDIR [TAG]      (default TAG: demo)
 set -euo pipefail
+trap 'echo "demo-image: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 out=${1:?usage: demo-image.sh OUTDIR [TAG]}
 tag=${2:-demo}
 command -v umoci >/dev/null || { echo "demo-image: umoci is missing (scripts/install-deps.sh installs it)" >&2; exit 1; }

@@ -9,7 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-step() { printf '\n==> %s\n' "$*"; }
+step() { current=$*; printf '\n==> %s\n' "$*"; }
+current="start"
+# Fail loudly, naming the step: set -e alone would end the demo with no word of where.
+trap 'rc=$?; printf "\ndemo: FAILED in step \"%s\": %s exited with %s\n" "$current" "$BASH_COMMAND" "$rc" >&2' ERR
 
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (spored creates VMs, loop devices and /run/spore)" >&2; exit 1; }
 

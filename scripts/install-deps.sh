@@ -3,6 +3,7 @@
 # Debian packages, the musl target for spore-init, and the Python client's test packages.
 # Idempotent; quick when everything is already there.
 set -euo pipefail
+trap 'echo "install-deps: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(

@@ -6,6 +6,7 @@
 #   scripts/registry.sh status [DIR]
 # Push with: skopeo copy oci:LAYOUT:TAG docker://127.0.0.1:PORT/REPO:TAG --dest-tls-verify=false
 set -euo pipefail
+trap 'echo "registry: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 cmd=${1:-}
 case "$cmd" in
   start) port=${2:-5000}; dir=${3:-/tmp/spore-registry} ;;

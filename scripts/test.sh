@@ -6,7 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-step() { printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+step() { current=$*; printf '\n==> %s (%s)\n' "$*" "$(date +%T)"; }
+current="start"
+# Fail loudly, naming the step: set -e alone would end the run with no word of where.
+trap 'rc=$?; printf "\ntest.sh: FAILED in step \"%s\": %s exited with %s\n" "$current" "$BASH_COMMAND" "$rc" >&2' ERR
+scratch=$(mktemp -d /tmp/spore-test.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
 
 step "dependencies"
 scripts/install-deps.sh
@@ -15,12 +20,24 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "guest bundle (kernel/build-bundle.sh -> target/guest)"
-kernel/build-bundle.sh
+step "guest bundle from an empty package cache (kernel/build-bundle.sh -> target/guest)"
+# A new machine has no /var/cache/spore: build the bundle the way it does, downloading the
+# kernel package into an empty cache, so CI takes the path a new user takes.
+SPORE_CACHE=$scratch/cache kernel/build-bundle.sh
 
 step "workspace tests"
 # The QEMU suites boot real zones under TCG: nextest runs them in parallel on every core.
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "nothing left running by the tests"
+# Zone QEMUs run in sessions of their own; the suites end theirs even when a test fails or
+# times out (spore-testkit's Reaper). A survivor is a leak: name it, end it, fail.
+left=$(pgrep -af 'qemu-system.*-pidfile /tmp/' || true)
+if [ -n "$left" ]; then
+  printf 'test.sh: QEMU processes left behind by the tests:\n%s\n' "$left" >&2
+  pkill -9 -f 'qemu-system.*-pidfile /tmp/' || true
+  false
+fi
 
 step "Xen lab selftest (xenlab/lab.sh selftest)"
 # Real Xen 4.17 + dom0 under QEMU TCG: Xen devices, xenstored, xl list, payloads in, results out.

@@ -20,6 +20,7 @@
 #   dom0-libs            the shared libraries in dom0 (lab.sh skips them when staging payloads)
 #   info                 package versions, kernel release, sizes
 set -euo pipefail
+trap 'echo "xenlab build: error: line $LINENO: \"$BASH_COMMAND\" exited with $?" >&2' ERR
 export LC_ALL=C
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,7 +76,7 @@ XEN_PKGS=("xen-hypervisor-$XENVER-amd64" "xen-utils-$XENVER" xen-utils-common xe
   libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
   "libxenmisc$XENVER" libxenstore4 libxentoolcore1 libxentoollog1 libyajl2)
 
-newest_deb() { ls "$debs/$1"_*_amd64.deb 2>/dev/null | sort -V | tail -n1; }
+newest_deb() { { ls "$debs/$1"_*_amd64.deb 2>/dev/null || true; } | sort -V | tail -n1; }
 missing=()
 for p in "${XEN_PKGS[@]}" "$kpkg"; do [ -n "$(newest_deb "$p")" ] || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -138,7 +139,9 @@ gunzip -c "$work/xen/boot/xen-$XENVER-amd64.gz" > "$work/out/xen.elf"
 # Uncompressed ELF kernel (what scripts/extract-vmlinux does): under TCG, Xen decompressing
 # an XZ bzImage for dom0 costs ~4 s, libxenguest decompressing it for a domU ~6 s.
 vmlinuz=$work/k/boot/vmlinuz-$kver
-off=$(grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" | head -n1 | cut -d: -f1)
+# `|| true`: no match, or grep ended by SIGPIPE once head has its line, must not end the script
+# silently under pipefail; the check below names the problem.
+off=$({ grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" || true; } | head -n1 | cut -d: -f1)
 [ -n "$off" ] || die "no XZ payload in $vmlinuz"
 tail -c +$((off + 1)) "$vmlinuz" | xz -dc > "$work/out/vmlinux" 2>/dev/null || true
 [ "$(head -c4 "$work/out/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] || die "$vmlinuz: the XZ payload is not an ELF kernel"

@@ -611,3 +611,50 @@ async fn names_of_every_accepted_shape_become_the_guests_host_name() {
     );
     assert!(host.zones().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_cannot_boot_under_kvm_means_tcg_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = dir.path().join("state/guest");
+    std::fs::create_dir_all(&guest).unwrap();
+    // The KVM probe boots the guest kernel: one that cannot boot must not pass for KVM.
+    std::fs::write(guest.join("kernel"), vec![0x90u8; 1 << 20]).unwrap();
+    std::fs::copy(
+        spore_testkit::guest_bundle().join("initrd"),
+        guest.join("initrd"),
+    )
+    .unwrap();
+    let config = dir.path().join("spored.toml");
+    std::fs::write(&config, "backend = \"qemu\"\n[qemu]\naccel = \"auto\"\n").unwrap();
+    let spored = Spored::start_with_config(dir.path(), &config);
+    let status = spored
+        .client()
+        .await
+        .get_host_status(v1::GetHostStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.backend(), v1::BackendKind::Qemu, "{status:?}");
+    let reason = &status.backend_reason;
+    eprintln!("host status: {reason}");
+    assert!(
+        reason.contains("accelerator tcg: KVM unusable ("),
+        "{reason}"
+    );
+    if Path::new("/dev/kvm").exists() {
+        // The reason is the probe boot's, not a missing device.
+        assert!(
+            reason.contains("probe VM ended") || reason.contains("guest kernel"),
+            "{reason}"
+        );
+    }
+    // The verdict is cached for this kernel: a restart does not boot it again.
+    let verdict = dir.path().join("state/kernels/kvm-verdict.json");
+    if Path::new("/dev/kvm").exists() {
+        assert!(
+            verdict.is_file(),
+            "no cached verdict at {}",
+            verdict.display()
+        );
+    }
+}
