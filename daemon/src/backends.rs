@@ -9,7 +9,6 @@ use spore_runtime::qemu::{AccelChoice, QemuBackend, QemuConfig};
 use spore_runtime::xen::{XenBackend, XenConfig};
 use spore_runtime::{Backend, BackendKind, HostProbe};
 
-use crate::api::api_kind;
 use crate::config::{BackendChoice, Config};
 use crate::daemon::Selection;
 
@@ -116,5 +115,13 @@ async fn build(kind: BackendKind, config: &Config) -> Result<(Arc<dyn Backend>, 
             let how = format!("accelerator {}: {}", accel.accel.as_str(), accel.reason);
             Ok((Arc::new(backend), how))
         }
+    }
+}
+
+/// The API's name for a runtime backend kind.
+pub fn api_kind(kind: BackendKind) -> v1::BackendKind {
+    match kind {
+        BackendKind::Xen => v1::BackendKind::Xen,
+        BackendKind::Qemu => v1::BackendKind::Qemu,
     }
 }

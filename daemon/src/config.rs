@@ -205,7 +205,8 @@ pub enum ConfigError {
     },
     #[error("config key {key}: {detail}")]
     Invalid { key: &'static str, detail: String },
-    #[error("config key {0}")]
+    /// The `[network]` section; the error names its key (`network.ipv4_subnet: ...`).
+    #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
 }
 
@@ -306,22 +307,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("guest/initrd"))
     }
-}
-
-/// Parses `addr/prefix`.
-pub fn parse_subnet<A: std::str::FromStr>(s: &str, max_prefix: u8) -> Result<(A, u8), String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
-    let addr = addr
-        .parse::<A>()
-        .map_err(|_| format!("{addr:?} is not an address"))?;
-    let prefix = prefix
-        .parse::<u8>()
-        .ok()
-        .filter(|p| *p <= max_prefix)
-        .ok_or_else(|| format!("{prefix:?} is not a prefix length 0-{max_prefix}"))?;
-    Ok((addr, prefix))
 }
 
 #[cfg(test)]

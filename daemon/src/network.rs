@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use spore_api::v1;
 use uuid::Uuid;
 
-use crate::config::{NetworkConfig, parse_subnet};
+use crate::config::NetworkConfig;
 
 /// The first zone index (0 is the network, 1 the gateway).
 const FIRST_HOST: u32 = 2;
@@ -177,6 +177,22 @@ pub fn status(reservation: &v1::NetworkReservation) -> v1::ZoneNetworkStatus {
         gateway_ipv4: reservation.gateway_ipv4.clone(),
         gateway_ipv6: reservation.gateway_ipv6.clone(),
     }
+}
+
+/// Parses `addr/prefix`.
+fn parse_subnet<A: std::str::FromStr>(s: &str, max_prefix: u8) -> Result<(A, u8), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+    let addr = addr
+        .parse::<A>()
+        .map_err(|_| format!("{addr:?} is not an address"))?;
+    let prefix = prefix
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max_prefix)
+        .ok_or_else(|| format!("{prefix:?} is not a prefix length 0-{max_prefix}"))?;
+    Ok((addr, prefix))
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::daemon::Daemon;
-use crate::state::ALL_STATES;
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -64,67 +63,12 @@ impl Control for ControlService {
         &self,
         _: Request<v1::GetHostStatusRequest>,
     ) -> Result<Response<v1::GetHostStatusResponse>, Status> {
-        let d = &self.daemon;
-        let counts = d.zones.counts();
-        let zone_counts = ALL_STATES
-            .iter()
-            .filter_map(|s| {
-                counts.get(s).map(|&count| v1::ZoneStateCount {
-                    state: *s as i32,
-                    count,
-                })
-            })
-            .collect();
-        let next = d
-            .zones
-            .store()
-            .run(|s| s.next_sequence())
+        let status = self
+            .daemon
+            .host_status()
             .await
             .map_err(status::from_store)?;
-        let (total, available) = crate::host::memory();
-        let kernel = d.config.guest_kernel();
-        let initrd = d.config.guest_initrd();
-        let missing: Vec<String> = [&kernel, &initrd]
-            .iter()
-            .filter(|p| !p.is_file())
-            .map(|p| p.display().to_string())
-            .collect();
-        let probes = d
-            .selection
-            .probes
-            .iter()
-            .map(|p| v1::BackendProbe {
-                kind: api_kind(p.kind) as i32,
-                usable: p.usable,
-                detail: p.detail.clone(),
-            })
-            .collect();
-        Ok(Response::new(v1::GetHostStatusResponse {
-            version: env!("CARGO_PKG_VERSION").into(),
-            backend: d.selection.kind as i32,
-            backend_reason: d.selection.reason.clone(),
-            probes,
-            cpus: crate::host::cpus(),
-            memory_total_bytes: total,
-            memory_available_bytes: available,
-            zone_counts,
-            last_event_sequence: next.saturating_sub(1),
-            state_dir: d.config.state_dir.display().to_string(),
-            hostname: crate::host::hostname(),
-            guest_bundle: Some(v1::GuestBundle {
-                kernel_path: kernel.display().to_string(),
-                initrd_path: initrd.display().to_string(),
-                present: missing.is_empty(),
-                detail: if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "missing {}: build it with kernel/build-bundle.sh and install it there",
-                        missing.join(" and ")
-                    )
-                },
-            }),
-        }))
+        Ok(Response::new(status))
     }
 
     async fn create_zone(
@@ -373,12 +317,5 @@ impl Control for ControlService {
                 .filter_map(|r| r.reservation)
                 .collect(),
         }))
-    }
-}
-
-pub fn api_kind(kind: spore_runtime::BackendKind) -> v1::BackendKind {
-    match kind {
-        spore_runtime::BackendKind::Xen => v1::BackendKind::Xen,
-        spore_runtime::BackendKind::Qemu => v1::BackendKind::Qemu,
     }
 }
