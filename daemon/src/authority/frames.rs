@@ -1,10 +1,12 @@
 //! The client's half of an HTTP/2 connection (RFC 9113), frame by frame: each header block
 //! goes through [`hpack::rewrite_block`], every other byte passes on as it came.
 //!
-//! The rewriter never refuses anything. Whatever it cannot follow (no preface, a malformed or
-//! oversized HEADERS or CONTINUATION frame, a header block the mirror cannot decode) is also
-//! something h2 refuses, with a connection error; from there on the connection's bytes pass
-//! on untouched, so h2 sees exactly what the client sent and gives the client its own error.
+//! The rewriter never refuses anything itself. What it cannot follow is either something h2
+//! refuses with a connection error (no preface, a malformed HEADERS or CONTINUATION frame, a
+//! frame over 16 KiB, a header block HPACK cannot decode), or a header block far larger than
+//! any request spored accepts ([`MAX_BLOCK`]). From there on the connection's bytes pass on
+//! untouched, so h2 sees exactly what the client sent and answers as it would without the
+//! rewriter.
 
 use bytes::{BufMut, BytesMut};
 
@@ -24,9 +26,10 @@ const PRIORITY_LEN: usize = 5;
 /// accepts and spored's server keeps (hyper's default); h2 refuses a longer HEADERS frame.
 const MAX_FRAME: usize = 16_384;
 
-/// The most header block bytes collected before giving up on a connection. hyper lets a
-/// request's header list decode to at most 16 KiB, and an encoded field is never longer than
-/// it counts there (its name and value plus 32), so a block h2 would accept is well below.
+/// The most header block bytes (frames included) collected before giving up on a
+/// connection. hyper lets a request's header list decode to at most 16 KiB, where each field
+/// counts its name and value plus 32 bytes; encoders use Huffman coding only where it
+/// shortens a string, so real blocks stay well below this.
 const MAX_BLOCK: usize = 64 * 1024;
 
 /// Rewrites the `:authority` of every request on one connection; see the module docs.

@@ -18,7 +18,7 @@ use super::huffman::{self, HuffmanError};
 pub const MAX_TABLE_SIZE: usize = 4096;
 
 /// The static table's names (RFC 7541 Appendix A), index 1 to 61.
-const STATIC_NAMES: [&str; 61] = [
+pub(super) const STATIC_NAMES: [&str; 61] = [
     ":authority",
     ":method",
     ":method",
@@ -345,7 +345,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::authority::huffman::tests::encode as huffman;
     use crate::authority::replacement;

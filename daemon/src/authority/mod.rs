@@ -19,6 +19,8 @@
 mod frames;
 mod hpack;
 mod huffman;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::pin::Pin;
