@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authority;
 pub mod backends;
 pub mod config;
 pub mod console;

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use futures::TryStreamExt;
 use spore_api::v1::control_server::ControlServer;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
@@ -15,6 +16,7 @@ use tonic::transport::Server;
 
 use crate::api::ControlService;
 use crate::auth;
+use crate::authority::AuthorityStream;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::events::EventBus;
@@ -141,9 +143,13 @@ pub async fn run(config: Config) -> Result<()> {
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(control)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-                let _ = stop_rx.await;
-            }),
+            // Clients name the socket in `:authority` in ways h2 refuses (crate::authority).
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener).map_ok(AuthorityStream::new),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ),
     );
     wait_for_signal().await;
     tracing::info!(

@@ -378,7 +378,7 @@ async fn callers_outside_root_and_group_spore_are_refused() {
 }
 
 #[tokio::test]
-async fn python_client_lists_zones_and_reads_events() {
+async fn python_client_with_grpcio_defaults_lists_zones_and_reads_events() {
     let dir = tempfile::tempdir().unwrap();
     let spored = Spored::start(dir.path());
     import_demo(&spored, dir.path(), "py").await;
@@ -411,6 +411,85 @@ async fn python_client_lists_zones_and_reads_events() {
         result["events"][0]["references"][0],
         "docker.io/library/py:latest"
     );
+    assert_eq!(result["others"], 2);
+}
+
+/// A string literal without Huffman coding (RFC 7541 §5.2), for lengths under 127.
+fn hpack_string(block: &mut Vec<u8>, text: &[u8]) {
+    assert!(text.len() < 127);
+    block.push(text.len() as u8);
+    block.extend_from_slice(text);
+}
+
+fn http2_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[test]
+fn a_client_naming_the_socket_path_as_authority_is_served() {
+    // grpc-java and grpcurl send the socket path itself as :authority, which h2 alone refuses.
+    // Spoken here frame by frame: the first call adds the path to the HPACK dynamic table,
+    // the second names it by index.
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let spored = Spored::start(dir.path());
+    let path = spored.socket.display().to_string();
+    let mut first = vec![0x83, 0x86, 0x44]; // POST, http, :path with indexing
+    hpack_string(&mut first, b"/grpc.health.v1.Health/Check");
+    first.push(0x41); // :authority with indexing
+    hpack_string(&mut first, path.as_bytes());
+    first.push(0x5f); // content-type (static 31) with indexing
+    hpack_string(&mut first, b"application/grpc");
+    first.push(0x00); // te: trailers, a literal name, without indexing
+    hpack_string(&mut first, b"te");
+    hpack_string(&mut first, b"trailers");
+    // Newest first: 62 content-type, 63 :authority, 64 :path.
+    let second = [0x83, 0x86, 0xc0, 0xbf, 0xbe, 0x00, 2, b't', b'e', 8]
+        .iter()
+        .copied()
+        .chain(*b"trailers")
+        .collect::<Vec<u8>>();
+    let empty_request = [0, 0, 0, 0, 0];
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    http2_frame(&mut out, 0x4, 0, 0, &[]);
+    for (stream, block) in [(1, &first), (3, &second)] {
+        http2_frame(&mut out, 0x1, 0x4, stream, block);
+        http2_frame(&mut out, 0x0, 0x1, stream, &empty_request);
+    }
+    let mut socket = std::os::unix::net::UnixStream::connect(&spored.socket).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket.write_all(&out).unwrap();
+    // Read frames until both calls have answered SERVING (a DATA frame holding the message
+    // `status: SERVING`) and ended with trailers; a reset or GOAWAY fails the test.
+    let (mut serving, mut ended) = (Vec::new(), Vec::new());
+    let mut head = [0u8; 9];
+    while serving.len() < 2 || ended.len() < 2 {
+        socket.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+        let mut payload = vec![0; len];
+        socket.read_exact(&mut payload).unwrap();
+        match kind {
+            0x0 if payload == [0, 0, 0, 0, 2, 0x08, 0x01] => serving.push(stream),
+            0x1 if flags & 0x1 != 0 => ended.push(stream),
+            0x3 | 0x7 => panic!("spored sent frame type {kind} on stream {stream}: {payload:?}"),
+            0x4 if flags & 0x1 == 0 => {
+                let mut ack = Vec::new();
+                http2_frame(&mut ack, 0x4, 0x1, 0, &[]);
+                socket.write_all(&ack).unwrap();
+            }
+            _ => {}
+        }
+    }
+    serving.sort();
+    ended.sort();
+    assert_eq!((serving, ended), (vec![1, 3], vec![1, 3]));
 }
 
 #[test]

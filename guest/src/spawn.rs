@@ -235,7 +235,7 @@ pub fn spawn(spec: &ProcessSpec, rlimits: &[Rlimit], stdio: &Stdio) -> Result<pi
             }
         }
         for (resource, soft, hard) in &limits {
-            sys::setrlimit(*resource, *soft, *hard).unwrap_or_else(|e| fail(Step::Rlimit, e));
+            child::setrlimit(*resource, *soft, *hard).unwrap_or_else(|e| fail(Step::Rlimit, e));
         }
         child::setgroups(&groups).unwrap_or_else(|e| fail(Step::Groups, e));
         child::setgid(spec.user.gid).unwrap_or_else(|e| fail(Step::Gid, e));

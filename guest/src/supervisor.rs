@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use spore_idm::launch::Rlimit;
 use spore_idm::proto::{self, idm_packet::Body};
-use spore_idm::{Error as IdmError, ExitStatus, IdmPacket};
+use spore_idm::{ExitStatus, IdmError, IdmPacket};
 
 use crate::console::{alert, info};
 use crate::exec::{self, Sessions, Slot};

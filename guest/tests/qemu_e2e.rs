@@ -337,7 +337,7 @@ impl Boot {
                     Ok(Some(p)) => Ok(p),
                     Ok(None) => break,
                     // Garbage is reported and reading goes on; I/O errors end the stream.
-                    Err(e @ spore_idm::Error::Skipped { .. }) => Err(e.to_string()),
+                    Err(e @ spore_idm::IdmError::Skipped { .. }) => Err(e.to_string()),
                     Err(e) => {
                         let _ = tx.send(Err(e.to_string()));
                         break;

@@ -1,6 +1,6 @@
 //! The tokio codec (feature `tokio`) for the host side.
 //!
-//! Items are `Result<IdmPacket, Error>`: a bad frame is an item ([`crate::Error::Skipped`]), not a
+//! Items are `Result<IdmPacket, IdmError>`: a bad frame is an item ([`crate::IdmError::Skipped`]), not a
 //! stream error, because `FramedRead` ends the stream after the first decoder error and one
 //! guest's garbage must not cost the connection. Only I/O failures end the stream.
 

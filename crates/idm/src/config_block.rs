@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{IdmError, Result};
 use crate::launch::LaunchConfig;
 
 /// The first eight bytes of a config block.
@@ -61,20 +61,20 @@ pub fn has_magic(bytes: &[u8]) -> bool {
 /// runs past its end is refused before anything is read.
 pub fn parse_header(bytes: &[u8], device_len: u64) -> Result<Header> {
     let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
-        return Err(Error::ConfigShort {
+        return Err(IdmError::ConfigShort {
             len: bytes.len(),
             need: HEADER_LEN,
         });
     };
     if !has_magic(header) {
-        return Err(Error::ConfigBadMagic);
+        return Err(IdmError::ConfigBadMagic);
     }
     let word = |at: usize| {
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
     let version = word(8);
     if version != FORMAT_VERSION {
-        return Err(Error::ConfigVersion {
+        return Err(IdmError::ConfigVersion {
             found: version,
             supported: FORMAT_VERSION,
         });
@@ -84,7 +84,7 @@ pub fn parse_header(bytes: &[u8], device_len: u64) -> Result<Header> {
         usize::try_from(device_len.saturating_sub(HEADER_LEN as u64)).unwrap_or(usize::MAX);
     let payload_len = len as usize;
     if payload_len == 0 || payload_len > MAX_PAYLOAD || payload_len > available {
-        return Err(Error::ConfigLength {
+        return Err(IdmError::ConfigLength {
             len: len.into(),
             available,
             max: MAX_PAYLOAD,
@@ -106,7 +106,7 @@ pub fn decode(bytes: &[u8]) -> Result<LaunchConfig> {
 pub fn encode(config: &LaunchConfig) -> Result<Vec<u8>> {
     let json = config.to_json()?;
     if json.len() > MAX_PAYLOAD {
-        return Err(Error::ConfigLength {
+        return Err(IdmError::ConfigLength {
             len: json.len() as u64,
             available: json.len(),
             max: MAX_PAYLOAD,
@@ -128,7 +128,7 @@ pub fn encode(config: &LaunchConfig) -> Result<Vec<u8>> {
 /// Encodes `config` and writes it to `path` (created or truncated), synced to disk.
 pub fn write_to(path: &Path, config: &LaunchConfig) -> Result<()> {
     let bytes = encode(config)?;
-    let wrap = |source| Error::ConfigWrite {
+    let wrap = |source| IdmError::ConfigWrite {
         path: path.display().to_string(),
         source,
     };
@@ -169,7 +169,7 @@ mod tests {
         for len in [0, 1, 8, 15] {
             let block = encode(&sample()).unwrap();
             match decode(&block[..len]) {
-                Err(Error::ConfigShort { len: l, need: 16 }) => assert_eq!(l, len),
+                Err(IdmError::ConfigShort { len: l, need: 16 }) => assert_eq!(l, len),
                 other => panic!("len {len}: {other:?}"),
             }
         }
@@ -179,9 +179,9 @@ mod tests {
     fn bad_magic() {
         let mut block = encode(&sample()).unwrap();
         block[0] = b's';
-        assert!(matches!(decode(&block), Err(Error::ConfigBadMagic)));
+        assert!(matches!(decode(&block), Err(IdmError::ConfigBadMagic)));
         // An all-zero disk (say, a blank scratch disk) is not a config block either.
-        assert!(matches!(decode(&[0; 4096]), Err(Error::ConfigBadMagic)));
+        assert!(matches!(decode(&[0; 4096]), Err(IdmError::ConfigBadMagic)));
     }
 
     #[test]
@@ -190,7 +190,7 @@ mod tests {
         block[8..12].copy_from_slice(&7u32.to_le_bytes());
         assert!(matches!(
             decode(&block),
-            Err(Error::ConfigVersion {
+            Err(IdmError::ConfigVersion {
                 found: 7,
                 supported: 1
             })
@@ -202,18 +202,18 @@ mod tests {
         let block = encode(&sample()).unwrap();
         let mut cut = block[..64].to_vec();
         match decode(&cut) {
-            Err(Error::ConfigLength { available: 48, .. }) => {}
+            Err(IdmError::ConfigLength { available: 48, .. }) => {}
             other => panic!("{other:?}"),
         }
         cut[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             parse_header(&cut, u64::MAX),
-            Err(Error::ConfigLength { len, .. }) if len == u64::from(u32::MAX)
+            Err(IdmError::ConfigLength { len, .. }) if len == u64::from(u32::MAX)
         ));
         cut[12..16].copy_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
             decode(&cut),
-            Err(Error::ConfigLength { len: 0, .. })
+            Err(IdmError::ConfigLength { len: 0, .. })
         ));
     }
 
@@ -224,11 +224,11 @@ mod tests {
         block[8..12].copy_from_slice(&1u32.to_le_bytes());
         block[12..16].copy_from_slice(&5u32.to_le_bytes());
         block[16..21].copy_from_slice(b"{oops");
-        assert!(matches!(decode(&block), Err(Error::LaunchJson(_))));
+        assert!(matches!(decode(&block), Err(IdmError::LaunchJson(_))));
         // Valid JSON, invalid config.
         let json = br#"{"version":1,"zone_id":"","hostname":"h","root":{"format":"squashfs","size_bytes":512},"overlay_size_mib":1,"image":{}}"#;
         block[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
         block[16..16 + json.len()].copy_from_slice(json);
-        assert!(matches!(decode(&block), Err(Error::LaunchInvalid(m)) if m.contains("zone_id")));
+        assert!(matches!(decode(&block), Err(IdmError::LaunchInvalid(m)) if m.contains("zone_id")));
     }
 }

@@ -29,7 +29,7 @@ impl std::fmt::Display for SkipReason {
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum IdmError {
     /// Encoding: the packet does not fit in one frame.
     #[error(
         "IDM packet of {len} bytes is over the {max}-byte frame limit; send large data in chunks"
@@ -107,5 +107,5 @@ pub enum Error {
     },
 }
 
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// `Result` with this crate's [`IdmError`].
+pub type Result<T, E = IdmError> = std::result::Result<T, E>;

@@ -17,7 +17,7 @@
 
 use prost::Message;
 
-use crate::error::{Error, Result, SkipReason};
+use crate::error::{IdmError, Result, SkipReason};
 use crate::proto::IdmPacket;
 
 /// Largest frame body (the encoded packet), enforced when encoding and when decoding.
@@ -50,11 +50,11 @@ pub fn encode_frame(packet: &IdmPacket, out: &mut Vec<u8>) -> Result<()> {
         // does not matter to protobuf decoders, and field 1 comes first anyway.
         0 => &MAGIC_PREFIX,
         MAGIC => &[],
-        found => return Err(Error::BadMagic { found }),
+        found => return Err(IdmError::BadMagic { found }),
     };
     let len = prefix.len() + packet.encoded_len();
     if len > MAX_FRAME_LEN {
-        return Err(Error::PacketTooLarge {
+        return Err(IdmError::PacketTooLarge {
             len,
             max: MAX_FRAME_LEN,
         });
@@ -67,7 +67,7 @@ pub fn encode_frame(packet: &IdmPacket, out: &mut Vec<u8>) -> Result<()> {
     // Only fails when the buffer cannot grow, which a Vec can (up to isize::MAX).
     if packet.encode(out).is_err() {
         out.truncate(start);
-        return Err(Error::PacketTooLarge {
+        return Err(IdmError::PacketTooLarge {
             len,
             max: MAX_FRAME_LEN,
         });
@@ -147,10 +147,10 @@ pub(crate) struct Resync {
 }
 
 impl Resync {
-    fn take_report(&mut self) -> Option<Error> {
+    fn take_report(&mut self) -> Option<IdmError> {
         let reason = self.first.take()?;
         let bytes = std::mem::take(&mut self.skipped);
-        Some(Error::Skipped { bytes, reason })
+        Some(IdmError::Skipped { bytes, reason })
     }
 
     pub(crate) fn decoded_bytes(&self) -> u64 {
@@ -160,7 +160,7 @@ impl Resync {
 
 /// One decoding step over `buf`: how many bytes to drop from its front, and what to hand out.
 ///
-/// Garbage is reported once per run of skipped bytes (as [`Error::Skipped`]), before the frame
+/// Garbage is reported once per run of skipped bytes (as [`IdmError::Skipped`]), before the frame
 /// that ends the run. `None` means: feed more bytes. The caller must drop exactly the bytes it
 /// is told to before calling again.
 pub(crate) fn scan(buf: &[u8], resync: &mut Resync) -> (usize, Option<Result<IdmPacket>>) {
@@ -189,13 +189,13 @@ pub(crate) fn scan(buf: &[u8], resync: &mut Resync) -> (usize, Option<Result<Idm
 }
 
 /// Reports what is left when the stream ends: a partial frame is an error.
-pub(crate) fn at_eof(buffered: usize, resync: &mut Resync) -> Option<Error> {
+pub(crate) fn at_eof(buffered: usize, resync: &mut Resync) -> Option<IdmError> {
     // Callers only get here after `scan` said "need more", so nothing is pending.
     resync.pending = None;
     if let Some(report) = resync.take_report() {
         return Some(report);
     }
-    (buffered > 0).then_some(Error::Truncated { buffered })
+    (buffered > 0).then_some(IdmError::Truncated { buffered })
 }
 
 /// A push decoder: feed it bytes as they arrive, take packets out.
@@ -235,7 +235,7 @@ impl FrameDecoder {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next packet, or an [`Error::Skipped`] report (not fatal: call again), or `None`
+    /// The next packet, or an [`IdmError::Skipped`] report (not fatal: call again), or `None`
     /// when more bytes are needed.
     pub fn next_packet(&mut self) -> Option<Result<IdmPacket>> {
         let (consumed, item) = scan(&self.buf[self.start..], &mut self.resync);
@@ -244,7 +244,7 @@ impl FrameDecoder {
     }
 
     /// Call at end of stream: reports garbage not yet reported or a partial frame.
-    pub fn finish(&mut self) -> Option<Error> {
+    pub fn finish(&mut self) -> Option<IdmError> {
         let buffered = self.buffered();
         self.buf.clear();
         self.start = 0;

@@ -19,7 +19,8 @@ use std::io::{self, Read};
 use prost::Message;
 
 use crate::{
-    Error, FrameDecoder, HEADER_LEN, IdmPacket, IdmReader, MAGIC, MAX_FRAME_LEN, SkipReason, frame,
+    FrameDecoder, HEADER_LEN, IdmError, IdmPacket, IdmReader, MAGIC, MAX_FRAME_LEN, SkipReason,
+    frame,
 };
 
 /// What a stream decoded to (the same whichever way it was read).
@@ -116,7 +117,7 @@ fn with_decoder(stream: &[u8], pieces: &[&[u8]]) -> Decoded {
                     framed_bytes += consumed;
                     out.packets.push(packet);
                 }
-                Err(Error::Skipped { bytes, reason }) => {
+                Err(IdmError::Skipped { bytes, reason }) => {
                     assert_eq!(
                         bytes, consumed,
                         "skip report says {bytes}, dropped {consumed}"
@@ -135,7 +136,7 @@ fn with_decoder(stream: &[u8], pieces: &[&[u8]]) -> Decoded {
     let left = decoder.buffered();
     match decoder.finish() {
         None => assert_eq!(left, 0, "{left} bytes left without a Truncated report"),
-        Some(Error::Truncated { buffered }) => {
+        Some(IdmError::Truncated { buffered }) => {
             assert_eq!(buffered, left);
             out.truncated = buffered;
         }
@@ -192,8 +193,8 @@ fn with_reader(pieces: &[&[u8]]) -> Decoded {
         match reader.read_packet() {
             Ok(Some(packet)) => out.packets.push(packet),
             Ok(None) => return out,
-            Err(Error::Skipped { bytes, reason }) => out.skip(bytes, reason),
-            Err(Error::Truncated { buffered }) => {
+            Err(IdmError::Skipped { bytes, reason }) => out.skip(bytes, reason),
+            Err(IdmError::Truncated { buffered }) => {
                 assert_eq!(out.truncated, 0, "two Truncated reports");
                 out.truncated = buffered;
             }
@@ -213,8 +214,8 @@ fn with_codec(stream: &[u8], pieces: &[&[u8]]) -> Decoded {
     fn take(item: crate::Result<IdmPacket>, out: &mut Decoded) {
         match item {
             Ok(packet) => out.packets.push(packet),
-            Err(Error::Skipped { bytes, reason }) => out.skip(bytes, reason),
-            Err(Error::Truncated { buffered }) => {
+            Err(IdmError::Skipped { bytes, reason }) => out.skip(bytes, reason),
+            Err(IdmError::Truncated { buffered }) => {
                 assert_eq!(out.truncated, 0, "two Truncated reports");
                 out.truncated = buffered;
             }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{IdmError, Result};
 
 /// The version this build writes and reads.
 pub const LAUNCH_CONFIG_VERSION: u32 = 1;
@@ -251,8 +251,8 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
-    Error::LaunchInvalid(msg.into())
+fn invalid(msg: impl Into<String>) -> IdmError {
+    IdmError::LaunchInvalid(msg.into())
 }
 
 /// The guest's host-name rule (RFC 1123): dot-separated labels of 1-63 letters, digits and
@@ -340,14 +340,14 @@ impl LaunchConfig {
         struct Versioned {
             version: u32,
         }
-        let v: Versioned = serde_json::from_slice(bytes).map_err(Error::LaunchJson)?;
+        let v: Versioned = serde_json::from_slice(bytes).map_err(IdmError::LaunchJson)?;
         if v.version != LAUNCH_CONFIG_VERSION {
-            return Err(Error::LaunchVersion {
+            return Err(IdmError::LaunchVersion {
                 found: v.version,
                 supported: LAUNCH_CONFIG_VERSION,
             });
         }
-        let config: LaunchConfig = serde_json::from_slice(bytes).map_err(Error::LaunchJson)?;
+        let config: LaunchConfig = serde_json::from_slice(bytes).map_err(IdmError::LaunchJson)?;
         config.validate()?;
         Ok(config)
     }
@@ -355,14 +355,14 @@ impl LaunchConfig {
     /// Validates and serialises to JSON.
     pub fn to_json(&self) -> Result<Vec<u8>> {
         self.validate()?;
-        serde_json::to_vec_pretty(self).map_err(Error::LaunchJson)
+        serde_json::to_vec_pretty(self).map_err(IdmError::LaunchJson)
     }
 
     /// Checks every rule the guest relies on. The host calls it before writing (through
     /// [`LaunchConfig::to_json`]), the guest after reading.
     pub fn validate(&self) -> Result<()> {
         if self.version != LAUNCH_CONFIG_VERSION {
-            return Err(Error::LaunchVersion {
+            return Err(IdmError::LaunchVersion {
                 found: self.version,
                 supported: LAUNCH_CONFIG_VERSION,
             });
@@ -515,7 +515,7 @@ pub(crate) mod tests {
     fn unknown_version_is_named() {
         let json = br#"{"version":2,"whatever":true}"#;
         match LaunchConfig::from_json(json) {
-            Err(Error::LaunchVersion {
+            Err(IdmError::LaunchVersion {
                 found: 2,
                 supported: 1,
             }) => {}
@@ -527,17 +527,17 @@ pub(crate) mod tests {
     fn bad_json() {
         assert!(matches!(
             LaunchConfig::from_json(b"{\"version\":1,"),
-            Err(Error::LaunchJson(_))
+            Err(IdmError::LaunchJson(_))
         ));
         assert!(matches!(
             LaunchConfig::from_json(br#"{"version":1,"zone_id":5}"#),
-            Err(Error::LaunchJson(_))
+            Err(IdmError::LaunchJson(_))
         ));
     }
 
     fn invalid_message(cfg: &LaunchConfig) -> String {
         match cfg.validate() {
-            Err(Error::LaunchInvalid(msg)) => msg,
+            Err(IdmError::LaunchInvalid(msg)) => msg,
             other => panic!("expected LaunchInvalid, got {other:?}"),
         }
     }

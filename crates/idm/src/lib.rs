@@ -41,7 +41,9 @@ pub mod proto {
 
 #[cfg(feature = "tokio")]
 pub use codec::IdmCodec;
-pub use error::{Error, Result, SkipReason};
+/// The error's name before it was [`IdmError`]; kept while callers move to the new name.
+pub use error::IdmError as Error;
+pub use error::{IdmError, Result, SkipReason};
 pub use frame::{FrameDecoder, HEADER_LEN, MAGIC, MAX_FRAME_LEN, encode_frame, frame};
 pub use launch::LaunchConfig;
 pub use packet::ExitStatus;

@@ -2,7 +2,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use crate::error::{Error, Result};
+use crate::error::{IdmError, Result};
 use crate::frame::{FrameDecoder, encode_frame};
 use crate::proto::IdmPacket;
 
@@ -30,8 +30,8 @@ impl<R: Read> IdmReader<R> {
 
     /// Blocks for the next packet. `Ok(None)` at a clean end of stream.
     ///
-    /// [`Error::Skipped`] is not fatal: garbage was dropped and the next call goes on reading.
-    /// [`Error::Truncated`] is returned once when the stream ends inside a frame.
+    /// [`IdmError::Skipped`] is not fatal: garbage was dropped and the next call goes on reading.
+    /// [`IdmError::Truncated`] is returned once when the stream ends inside a frame.
     pub fn read_packet(&mut self) -> Result<Option<IdmPacket>> {
         loop {
             if let Some(item) = self.decoder.next_packet() {
@@ -47,7 +47,7 @@ impl<R: Read> IdmReader<R> {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.decoder.push(&self.chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(source) => return Err(Error::Io { op: "read", source }),
+                Err(source) => return Err(IdmError::Io { op: "read", source }),
             }
         }
     }
@@ -83,7 +83,7 @@ impl<W: Write> IdmWriter<W> {
         self.inner
             .write_all(&self.buf)
             .and_then(|()| self.inner.flush())
-            .map_err(|source| Error::Io {
+            .map_err(|source| IdmError::Io {
                 op: "write",
                 source,
             })

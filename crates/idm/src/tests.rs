@@ -65,7 +65,7 @@ fn encoder_refuses_wrong_magic() {
     let mut out = vec![1, 2, 3];
     assert!(matches!(
         encode_frame(&packet, &mut out),
-        Err(Error::BadMagic { found: 0xdead_beef })
+        Err(IdmError::BadMagic { found: 0xdead_beef })
     ));
     assert_eq!(out, [1, 2, 3]);
 }
@@ -168,7 +168,7 @@ fn largest_frame_passes_and_one_more_byte_fails() {
     assert_eq!(all_packets(&bytes), vec![Ok(max)]);
 
     match frame(&output(1, n + 1)) {
-        Err(Error::PacketTooLarge { len, max }) => {
+        Err(IdmError::PacketTooLarge { len, max }) => {
             assert_eq!(max, MAX_FRAME_LEN);
             assert!(len > MAX_FRAME_LEN);
         }
@@ -184,7 +184,7 @@ fn oversized_length_prefix_is_skipped_not_buffered() {
     let mut decoder = FrameDecoder::new();
     decoder.push(&wire);
     match decoder.next_packet() {
-        Some(Err(Error::Skipped {
+        Some(Err(IdmError::Skipped {
             bytes: 4,
             reason: SkipReason::BadLength(0x8000_0000),
         })) => {}
@@ -203,7 +203,7 @@ fn length_just_over_the_cap() {
     assert_eq!(
         all_packets(&wire),
         vec![
-            Err(Error::Skipped {
+            Err(IdmError::Skipped {
                 bytes: 6,
                 reason: SkipReason::BadLength(MAX_FRAME_LEN as u32 + 1)
             }
@@ -323,7 +323,7 @@ fn decoder_memory_stays_bounded_under_garbage() {
     for _ in 0..64 {
         decoder.push(&junk);
         while let Some(item) = decoder.next_packet() {
-            assert!(matches!(item, Err(Error::Skipped { .. })));
+            assert!(matches!(item, Err(IdmError::Skipped { .. })));
         }
         assert!(decoder.buffered() < 8, "{}", decoder.buffered());
     }

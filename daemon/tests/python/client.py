@@ -1,7 +1,8 @@
 """A spore.v1 client in Python, generated from proto/ at test time (grpcio-tools).
 
 usage: client.py PROTO_DIR OUT_DIR SOCKET
-Prints one JSON object: the zones listed and the events read from sequence 1.
+Prints one JSON object: the zones listed, the events read from sequence 1, and how many of the
+other ways to name the socket answered.
 """
 import json
 import os
@@ -24,12 +25,9 @@ sys.path.insert(0, out_dir)
 import grpc  # noqa: E402
 from spore.v1 import control_pb2, control_pb2_grpc  # noqa: E402
 
-# gRPC C-core (since 1.57) sends the %-encoded socket path as :authority, which the HTTP/2
-# layer under spored (h2) rejects as malformed (grpc/grpc#38142, hyperium/h2#487): name the
-# authority explicitly, as docs/api.md tells every C-core based client to do.
-channel = grpc.insecure_channel(
-    f"unix:{socket}", options=[("grpc.default_authority", "localhost")]
-)
+# The channel a user writes first, with grpcio's defaults: C-core (since 1.57) then sends the
+# socket path, %-encoded, as :authority, which spored must accept (daemon/src/authority).
+channel = grpc.insecure_channel(f"unix://{socket}")
 stub = control_pb2_grpc.ControlStub(channel)
 zones = stub.ListZones(control_pb2.ListZonesRequest(), timeout=10)
 status = stub.GetHostStatus(control_pb2.GetHostStatusRequest(), timeout=10)
@@ -44,4 +42,21 @@ for event in stream if status.last_event_sequence > 0 else []:
     if event.sequence >= status.last_event_sequence:
         break
 stream.cancel()
-print(json.dumps({"zones": len(zones.zones), "last": status.last_event_sequence, "events": events}))
+
+# Many calls on one connection, with metadata that fills and cycles grpcio's HPACK table, so
+# later calls name the authority by a table index and by entries that moved.
+for i in range(60):
+    stub.GetHostStatus(control_pb2.GetHostStatusRequest(), timeout=10,
+                       metadata=[(f"x-spore-test-{i % 7}", "v" * (i * 37 % 900))])
+
+# The other spellings of the target, and the documented workaround of older spored releases.
+others = 0
+for target, options in [(f"unix:{socket}", []),
+                        (f"unix://{socket}", [("grpc.default_authority", "localhost")])]:
+    with grpc.insecure_channel(target, options=options) as other:
+        control_pb2_grpc.ControlStub(other).GetHostStatus(
+            control_pb2.GetHostStatusRequest(), timeout=10)
+        others += 1
+
+print(json.dumps({"zones": len(zones.zones), "last": status.last_event_sequence,
+                  "events": events, "others": others}))
