@@ -36,14 +36,34 @@ pub enum DaemonError {
     /// No backend can run zones here; the message says what to install.
     #[error("no backend can run zones on this host: {0}")]
     NoBackend(String),
+    /// This spore build or host cannot do what was asked; the message says what is missing.
     #[error("{0}")]
     Unsupported(String),
     /// The request needs the zone in another state.
-    #[error("{0}")]
-    NotRunning(String),
+    #[error("zone {zone} is {state}: {needs}")]
+    WrongState {
+        zone: String,
+        state: &'static str,
+        needs: &'static str,
+    },
+    /// The backend cannot make this change (FAILED_PRECONDITION).
+    #[error("zone {zone}")]
+    BackendCannot {
+        zone: String,
+        #[source]
+        source: spore_runtime::Error,
+    },
     /// The backend failed to carry out a change.
-    #[error("{0}")]
-    Backend(String),
+    #[error("{what} of zone {zone} failed")]
+    Backend {
+        what: &'static str,
+        zone: String,
+        #[source]
+        source: spore_runtime::Error,
+    },
+    /// Destroying the zone failed; the zone stays, FAILED with this reason.
+    #[error("zone {zone} could not be destroyed: {reason}")]
+    NotDestroyed { zone: String, reason: String },
     #[error(transparent)]
     Zone(#[from] ZoneError),
 }
@@ -239,10 +259,10 @@ impl Daemon {
         let _ = done.wait_for(|d| *d).await;
         match self.zones.get(id) {
             None => Ok(()),
-            Some(record) => Err(DaemonError::Unsupported(format!(
-                "zone {id} could not be destroyed: {}",
-                record.status().reason
-            ))),
+            Some(record) => Err(DaemonError::NotDestroyed {
+                zone: id.to_string(),
+                reason: record.status().reason,
+            }),
         }
     }
 
@@ -337,9 +357,17 @@ impl Daemon {
     }
 }
 
-/// An error and its sources, `: `-joined.
+/// An error and its sources, `: `-joined: how the daemon logs and reports errors (each error
+/// type's message leaves its source to this).
 pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    spore_oci::chain(e)
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A receiver that resolves once a driver finished.

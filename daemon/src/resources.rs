@@ -6,7 +6,7 @@ use spore_api::v1::ZoneState;
 use spore_runtime::{Error as RuntimeError, Resources};
 use uuid::Uuid;
 
-use crate::daemon::{Daemon, DaemonError, chain};
+use crate::daemon::{Daemon, DaemonError};
 use crate::state;
 use crate::store::ZoneRecord;
 use crate::validate::{FieldError, bad};
@@ -27,10 +27,11 @@ impl Daemon {
             .ok_or_else(|| ZoneError::NotFound(id.to_string()))?;
         let name = &record.zone().name;
         if record.state() != ZoneState::Running {
-            return Err(DaemonError::NotRunning(format!(
-                "zone {name} is {}: only a running zone's resources can change",
-                state::name(record.state())
-            )));
+            return Err(DaemonError::WrongState {
+                zone: name.clone(),
+                state: state::name(record.state()),
+                needs: "only a running zone's resources can change",
+            });
         }
         let status = record.status();
         let wanted = Resources {
@@ -45,14 +46,18 @@ impl Daemon {
             .update_resources(id, wanted)
             .await
             .map_err(|e| match e {
-                RuntimeError::Unsupported { .. } => DaemonError::Unsupported(e.to_string()),
+                RuntimeError::Unsupported { .. } => DaemonError::BackendCannot {
+                    zone: name.clone(),
+                    source: e,
+                },
                 RuntimeError::InvalidSpec { detail, .. } => {
                     DaemonError::Invalid(bad("resources", detail))
                 }
-                other => DaemonError::Backend(format!(
-                    "changing the resources of zone {name}: {}",
-                    chain(&other)
-                )),
+                source => DaemonError::Backend {
+                    what: "changing the resources",
+                    zone: name.clone(),
+                    source,
+                },
             })?;
         let record = self
             .zones

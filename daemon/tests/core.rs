@@ -500,7 +500,12 @@ async fn resources_change_within_the_zone_bounds_and_only_while_running() {
         .update_resources(id, Some(2), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, DaemonError::Unsupported(_)), "{err}");
+    assert!(matches!(err, DaemonError::BackendCannot { .. }), "{err}");
+    assert!(
+        spored::daemon::chain(&err).contains("the test double plays a backend without them"),
+        "{}",
+        spored::daemon::chain(&err)
+    );
     assert_eq!(s.daemon.zones.get(id).unwrap().status().vcpus, 1);
 
     // Not running: refused with the state named.

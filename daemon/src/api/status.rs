@@ -29,13 +29,12 @@ pub fn from_zone(e: ZoneError) -> Status {
 pub fn from_daemon(e: DaemonError) -> Status {
     match e {
         DaemonError::Invalid(field) => Status::invalid_argument(field.to_string()),
-        DaemonError::NoBackend(_) | DaemonError::Unsupported(_) | DaemonError::NotRunning(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        DaemonError::Backend(_) => {
-            tracing::error!("{e}");
-            Status::internal(e.to_string())
-        }
+        DaemonError::NoBackend(_)
+        | DaemonError::Unsupported(_)
+        | DaemonError::WrongState { .. }
+        | DaemonError::BackendCannot { .. }
+        | DaemonError::NotDestroyed { .. } => Status::failed_precondition(chain(&e)),
+        DaemonError::Backend { .. } => internal(&e),
         DaemonError::Zone(z) => from_zone(z),
     }
 }
