@@ -95,7 +95,18 @@ impl ConsoleHub {
         loop {
             match reader.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => self.append(&buf[..n]),
+                Ok(n) => {
+                    // The log write (and its rotation) is file I/O: on the blocking pool, in
+                    // order, one chunk at a time (the guest waits while we write).
+                    let hub = self.clone();
+                    let data = buf[..n].to_vec();
+                    if tokio::task::spawn_blocking(move || hub.append(&data))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
             }
         }
         self.input.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -557,7 +557,13 @@ async fn destroy_zone(daemon: &Arc<Daemon>, id: Uuid) {
         hub.end(Ending::Gone("the zone was destroyed".into()));
     }
     let dir = launch::zone_dir(&daemon.config, id);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
+    let removed = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || std::fs::remove_dir_all(dir)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = removed
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::error!(zone = %id, "cannot remove {}: {e}", dir.display());

@@ -22,7 +22,18 @@ fn hub(daemon: &Daemon, id: Uuid) -> Result<Arc<ConsoleHub>, Status> {
         .map_err(|e| Status::internal(format!("cannot open the console log of zone {id}: {e}")))
 }
 
-pub fn attach(
+/// The stored log (read on the blocking pool: up to the log's limit of file reads) and a live
+/// subscription starting right after it.
+async fn snapshot(
+    hub: &Arc<ConsoleHub>,
+) -> Result<(Vec<u8>, u64, broadcast::Receiver<Chunk>), Status> {
+    let hub = hub.clone();
+    tokio::task::spawn_blocking(move || hub.snapshot_and_follow())
+        .await
+        .map_err(|e| Status::internal(format!("reading the console log panicked: {e}")))
+}
+
+pub async fn attach(
     daemon: &Arc<Daemon>,
     id: Uuid,
     first: v1::AttachZoneConsoleRequest,
@@ -31,7 +42,7 @@ pub fn attach(
 ) -> Result<Stream_<v1::AttachZoneConsoleResponse>, Status> {
     let hub = hub(daemon, id)?;
     let (backlog, end, live) = if first.replay {
-        hub.snapshot_and_follow()
+        snapshot(&hub).await?
     } else {
         let (end, live) = hub.follow();
         (Vec::new(), end, live)
@@ -76,14 +87,14 @@ pub fn attach(
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-pub fn logs(
+pub async fn logs(
     daemon: &Arc<Daemon>,
     id: Uuid,
     request: v1::ReadZoneLogsRequest,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Stream_<v1::ReadZoneLogsResponse>, Status> {
     let hub = hub(daemon, id)?;
-    let (mut backlog, end, live) = hub.snapshot_and_follow();
+    let (mut backlog, end, live) = snapshot(&hub).await?;
     if let Some(lines) = request.tail_lines {
         backlog = tail_lines(&backlog, lines).to_vec();
     }

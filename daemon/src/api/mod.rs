@@ -175,7 +175,9 @@ impl Control for ControlService {
             .await?
             .ok_or_else(|| Status::invalid_argument("the first message must name the zone"))?;
         let id = self.resolve(&first.zone)?;
-        console::attach(&self.daemon, id, first, inbound, self.shutdown.clone()).map(Response::new)
+        console::attach(&self.daemon, id, first, inbound, self.shutdown.clone())
+            .await
+            .map(Response::new)
     }
 
     type ReadZoneLogsStream = Stream_<v1::ReadZoneLogsResponse>;
@@ -186,7 +188,9 @@ impl Control for ControlService {
     ) -> Result<Response<Self::ReadZoneLogsStream>, Status> {
         let request = request.into_inner();
         let id = self.resolve(&request.zone)?;
-        console::logs(&self.daemon, id, request, self.shutdown.clone()).map(Response::new)
+        console::logs(&self.daemon, id, request, self.shutdown.clone())
+            .await
+            .map(Response::new)
     }
 
     type ExecInZoneStream = Stream_<v1::ExecInZoneResponse>;
