@@ -39,7 +39,7 @@ pub use auth::default_docker_config;
 pub use digest::Digest;
 pub use error::{Error, Result, chain};
 pub use manifest::ImageConfig;
-pub use pack::{ImageFormat, erofs_available};
+pub use pack::{ImageFormat, PAD_BYTES, SECTOR_BYTES, attachable_size, erofs_available};
 pub use platform::Platform;
 pub use progress::{LayerProgress, NoProgress, Phase, Progress, ProgressSink};
 pub use reference::{Reference, ReferenceError};

@@ -209,6 +209,7 @@ impl ImageStore {
         for dir in [tmp.clone(), root.join("blobs"), root.join("images")] {
             mkdir(&dir)?;
         }
+        pad_unattachable_images(root);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let registries = Registries::new(
             options.insecure_registries.clone(),
@@ -509,6 +510,45 @@ impl Inner {
             }
         }
         Ok(report)
+    }
+}
+
+/// Root images written before every image was padded can be a size no block device takes
+/// (spore <= 0.1 when the last data written was a duplicate). Padding them in place is safe:
+/// both formats ignore trailing zeros, and no zone can be using an image it could not attach.
+/// A failure only leaves that image as it was, for the launch check to report.
+fn pad_unattachable_images(root: &Path) {
+    for format in [ImageFormat::Squashfs, ImageFormat::Erofs] {
+        for alg in ["sha256", "sha512"] {
+            let dir = root.join("images").join(format.name()).join(alg);
+            for entry in read_dir(&dir).unwrap_or_default() {
+                let path = entry.path();
+                let padded = File::options()
+                    .write(true)
+                    .open(&path)
+                    .map_err(Error::io("open root image", &path))
+                    .and_then(|f| {
+                        let old = f.metadata().map_err(Error::io("inspect", &path))?.len();
+                        if crate::pack::attachable_size(old) {
+                            return Ok(None);
+                        }
+                        let new = crate::pack::pad(&f, &path)?;
+                        f.sync_all().map_err(Error::io("sync root image", &path))?;
+                        Ok(Some((old, new)))
+                    });
+                match padded {
+                    Ok(Some((old, new))) => {
+                        tracing::info!(image = %path.display(), old, new, "padded a root image to whole sectors")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        image = %path.display(),
+                        "cannot pad a root image to whole sectors: {}",
+                        crate::error::chain(&e)
+                    ),
+                }
+            }
+        }
     }
 }
 

@@ -43,6 +43,32 @@ fn open_removes_what_a_crash_left() {
     );
 }
 
+#[test]
+fn open_pads_root_images_that_no_block_device_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    drop(ImageStore::open(&root, options(tmp.path())).unwrap());
+    // What an older spore could leave: a squashfs of 2,221,954 bytes, and an aligned erofs.
+    let hex = "ab".repeat(32);
+    let odd = root.join(format!("images/squashfs/sha256/{hex}.squashfs"));
+    let aligned = root.join(format!("images/erofs/sha256/{hex}.erofs"));
+    for path in [&odd, &aligned] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    }
+    let content: Vec<u8> = (0..2_221_954u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&odd, &content).unwrap();
+    std::fs::write(&aligned, vec![1u8; 1024]).unwrap();
+    let store = ImageStore::open(&root, options(tmp.path())).unwrap();
+    let padded = std::fs::read(&odd).unwrap();
+    assert_eq!(padded.len(), 2_224_128, "the next multiple of 4096");
+    assert!(spore_oci::attachable_size(padded.len() as u64));
+    assert_eq!(&padded[..content.len()], &content[..], "contents kept");
+    assert!(padded[content.len()..].iter().all(|b| *b == 0));
+    // An image a block device already takes is left alone.
+    assert_eq!(std::fs::metadata(&aligned).unwrap().len(), 1024);
+    drop(store);
+}
+
 async fn import(
     store: &ImageStore,
     dir: &std::path::Path,

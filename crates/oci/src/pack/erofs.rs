@@ -19,7 +19,7 @@ use rustix::fs::{
     utimensat,
 };
 
-use super::{PackJob, open_spools};
+use super::{PackJob, open_spools, pad};
 use crate::error::{Error, Result};
 use crate::tree::{Kind, Meta};
 
@@ -191,9 +191,13 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
                     .collect(),
             });
         }
-        File::open(out)
-            .and_then(|f| f.sync_all())
-            .map_err(Error::io("sync root image", out))
+        // mkfs.erofs writes whole 4 KiB blocks; padding makes that a checked rule.
+        let file = File::options()
+            .write(true)
+            .open(out)
+            .map_err(Error::io("open root image", out))?;
+        pad(&file, out)?;
+        file.sync_all().map_err(Error::io("sync root image", out))
     });
     // The staging tree can be large; it goes now rather than with the scratch directory.
     let _ = fs::remove_dir_all(&root);
