@@ -19,7 +19,7 @@ use crate::zones::{ZoneError, Zones, now};
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(transparent)]
-    Oci(#[from] spore_oci::Error),
+    Oci(#[from] spore_oci::OciError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -92,7 +92,6 @@ impl Images {
         self.pull(reference, &opts, progress).await
     }
 
-    /// Pulls (always asking the registry for a tag's manifest) and records the image.
     /// The image already recorded for `reference` in `format` (its last use updated), without
     /// asking the registry.
     pub async fn cached(
@@ -114,6 +113,7 @@ impl Images {
         }
     }
 
+    /// Pulls (always asking the registry for a tag's manifest) and records the image.
     pub async fn pull(
         &self,
         reference: &Reference,
@@ -333,7 +333,7 @@ pub fn format_to_api(format: ImageFormat) -> v1::ImageFormat {
 }
 
 /// Parses `os/arch[/variant]`.
-pub fn platform(s: &str) -> Result<Option<Platform>, spore_oci::Error> {
+pub fn platform(s: &str) -> Result<Option<Platform>, spore_oci::OciError> {
     if s.is_empty() {
         return Ok(None);
     }

@@ -33,7 +33,7 @@ async fn setup_with(tune: impl FnOnce(&mut spored::config::Config)) -> Setup {
     let daemon = support::core(config, backend.clone()).await;
     let layout = support::demo_image(dir.path(), "demo");
     let opts = spore_oci::ImportOptions {
-        reference: Some(spore_oci::Reference::parse("demo").unwrap()),
+        tag: Some(spore_oci::Reference::parse("demo").unwrap()),
         ..Default::default()
     };
     daemon

@@ -91,6 +91,14 @@ impl Digest {
         }
     }
 
+    /// The sha256 digest whose hash is `hash` (computed while streaming).
+    pub(crate) fn sha256_from(hash: [u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(hash),
+        }
+    }
+
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }

@@ -37,7 +37,7 @@ mod store;
 
 pub use auth::default_docker_config;
 pub use digest::Digest;
-pub use error::{Error, Result, chain};
+pub use error::{OciError, Result, chain};
 pub use manifest::ImageConfig;
 pub use pack::{ImageFormat, PAD_BYTES, SECTOR_BYTES, attachable_size, erofs_available};
 pub use platform::Platform;

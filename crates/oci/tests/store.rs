@@ -3,7 +3,7 @@
 
 mod support;
 
-use spore_oci::{Error, ImageFormat, ImageStore, ImportOptions, NoProgress, StoreOptions};
+use spore_oci::{ImageFormat, ImageStore, ImportOptions, NoProgress, OciError, StoreOptions};
 use support::ociwriter::{self as w, Image};
 
 fn options(dir: &std::path::Path) -> StoreOptions {
@@ -19,7 +19,7 @@ fn a_second_open_is_refused_while_the_first_is_alive() {
     let root = tmp.path().join("store");
     let first = ImageStore::open(&root, options(tmp.path())).unwrap();
     let e = ImageStore::open(&root, options(tmp.path())).unwrap_err();
-    assert!(matches!(e, Error::StoreLocked { .. }), "{e}");
+    assert!(matches!(e, OciError::StoreLocked { .. }), "{e}");
     assert!(e.to_string().contains("in use by another process"), "{e}");
     drop(first);
     ImageStore::open(&root, options(tmp.path())).unwrap();

@@ -63,7 +63,8 @@ pub fn import(
         )
     };
     let opts = ImportOptions {
-        reference,
+        tag: reference,
+        select: None,
         platform: platform(&request.platform)
             .map_err(|e| Status::invalid_argument(format!("platform: {e}")))?,
         format: Some(format_from_api(

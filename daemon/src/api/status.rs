@@ -41,7 +41,7 @@ pub fn from_daemon(e: DaemonError) -> Status {
 }
 
 pub fn from_image(e: ImageError) -> Status {
-    use spore_oci::Error as O;
+    use spore_oci::OciError as O;
     let message = chain(&e);
     match &e {
         ImageError::NotFound(_) => Status::not_found(message),
@@ -52,9 +52,11 @@ pub fn from_image(e: ImageError) -> Status {
         ImageError::Zone(_) => Status::failed_precondition(message),
         ImageError::Store(_) => Status::internal(message),
         ImageError::Oci(o) => match o.unshared() {
-            O::Reference(_) | O::Digest(_) | O::Platform(_) | O::Import { .. } => {
-                Status::invalid_argument(message)
-            }
+            O::Reference(_)
+            | O::Digest(_)
+            | O::Platform(_)
+            | O::Import { .. }
+            | O::ImportUnreadable { .. } => Status::invalid_argument(message),
             O::NotFound { .. } | O::NotCached { .. } => Status::not_found(message),
             O::Unauthorized { .. } => Status::permission_denied(message),
             O::PlatformNotFound { .. } | O::ErofsUnavailable | O::ErofsNeedsRoot { .. } => {

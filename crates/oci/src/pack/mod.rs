@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::tree::Tree;
 
 pub use erofs::erofs_available;
@@ -42,12 +42,12 @@ pub fn attachable_size(size: u64) -> bool {
 pub(crate) fn pad(file: &File, path: &Path) -> Result<u64> {
     let len = file
         .metadata()
-        .map_err(Error::io("inspect root image", path))?
+        .map_err(OciError::io("inspect root image", path))?
         .len();
     let padded = len.max(1).next_multiple_of(PAD_BYTES);
     if padded != len {
         file.set_len(padded)
-            .map_err(Error::io("pad root image", path))?;
+            .map_err(OciError::io("pad root image", path))?;
     }
     Ok(padded)
 }
@@ -164,7 +164,7 @@ pub(crate) fn open_spools(spools: &[PathBuf]) -> Result<Vec<Arc<File>>> {
         .map(|p| {
             File::open(p)
                 .map(Arc::new)
-                .map_err(crate::Error::io("open spool file", p))
+                .map_err(crate::OciError::io("open spool file", p))
         })
         .collect()
 }

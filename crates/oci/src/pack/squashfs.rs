@@ -19,7 +19,7 @@ use backhand::compression::{CompressionOptions, Compressor, Zstd};
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 
 use super::{ExtentReader, PAD_BYTES, PackJob, mtime32, open_spools, pad};
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::tree::Kind;
 
 /// squashfs data block size: the kernel's and mksquashfs's default.
@@ -31,7 +31,7 @@ fn encode_dev(major: u32, minor: u32) -> u32 {
 }
 
 pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
-    let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Pack {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| OciError::Pack {
         format: "squashfs",
         manifest: job.manifest.clone(),
         source,
@@ -88,16 +88,17 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
     if let Some(e) = failure {
         return Err(err(e.into()));
     }
-    let file = File::create(out).map_err(Error::io("create root image", out))?;
+    let file = File::create(out).map_err(OciError::io("create root image", out))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let (_, written) = fs.write(&mut w).map_err(|e| err(e.into()))?;
     let file = w
         .into_inner()
-        .map_err(|e| Error::io("write root image", out)(e.into_error()))?;
+        .map_err(|e| OciError::io("write root image", out)(e.into_error()))?;
     file.set_len(written)
-        .map_err(Error::io("truncate root image", out))?;
+        .map_err(OciError::io("truncate root image", out))?;
     pad(&file, out)?;
-    file.sync_all().map_err(Error::io("sync root image", out))?;
+    file.sync_all()
+        .map_err(OciError::io("sync root image", out))?;
     Ok(())
 }
 
