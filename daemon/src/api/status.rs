@@ -37,6 +37,10 @@ pub fn from_daemon(e: DaemonError) -> Status {
             Status::internal(e.to_string())
         }
         DaemonError::Zone(z) => from_zone(z),
+        DaemonError::Image(i) => {
+            let status = from_image(i);
+            Status::new(status.code(), format!("spec.image: {}", status.message()))
+        }
     }
 }
 
@@ -44,7 +48,7 @@ pub fn from_image(e: ImageError) -> Status {
     use spore_oci::OciError as O;
     let message = chain(&e);
     match &e {
-        ImageError::NotFound(_) => Status::not_found(message),
+        ImageError::NotFound(_) | ImageError::NoSuchId(_) => Status::not_found(message),
         ImageError::Ambiguous { .. } | ImageError::InUse { .. } => {
             Status::failed_precondition(message)
         }
