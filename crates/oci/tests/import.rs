@@ -226,8 +226,9 @@ async fn imports_a_docker_save_archive() {
     };
     let e = store.import(&archive, &opts, NoProgress).await.unwrap_err();
     assert!(
-        e.to_string()
-            .contains(r#"no image named "busybox:1.37" in it (names: docker.io/library/busybox:1.36)"#),
+        e.to_string().contains(
+            r#"no image named "busybox:1.37" in it (names: docker.io/library/busybox:1.36)"#
+        ),
         "{e}"
     );
 
