@@ -47,8 +47,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Zone(#[from] ZoneError),
     /// The spec's image names no image (an id not in the cache) or several.
-    #[error("spec.image: {0}")]
-    Image(ImageError),
+    #[error("spec.image")]
+    Image(#[source] ImageError),
 }
 
 pub struct Daemon {

@@ -573,7 +573,7 @@ async fn an_image_id_is_taken_wherever_an_image_is() {
         })
         .await
         .unwrap_err();
-    let text = err.to_string();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(
         matches!(&err, DaemonError::Image(ImageError::Ambiguous { .. })),
         "{text}"
