@@ -328,6 +328,13 @@ mod tests {
             ),
             (
                 v1::ZoneSpec {
+                    image: "sha256:abc".into(),
+                    ..spec()
+                },
+                "spec.image",
+            ),
+            (
+                v1::ZoneSpec {
                     image: "a::b".into(),
                     ..spec()
                 },
