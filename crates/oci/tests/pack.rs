@@ -383,3 +383,65 @@ async fn every_generated_image_packs_to_an_attachable_erofs() {
         compare(seed, &tree, &case.model);
     }
 }
+
+/// The default seeds reach every shape the generator can make, so a change to it cannot
+/// quietly stop testing one.
+#[test]
+fn the_seeds_cover_every_shape() {
+    use support::ociwriter::Kind;
+    let mut seen = BTreeMap::<&str, usize>::new();
+    for seed in 1..=24 {
+        let case = generate(seed);
+        let entries: Vec<&Entry> = case.layers.iter().flatten().collect();
+        let mut mark = |shape, hit: bool| *seen.entry(shape).or_default() += usize::from(hit);
+        mark(
+            "deep directories",
+            entries.iter().any(|e| e.path.matches('/').count() > 24),
+        );
+        mark(
+            "many small files",
+            entries
+                .iter()
+                .filter(|e| e.path.starts_with("many/"))
+                .count()
+                > 100,
+        );
+        mark(
+            "opaque directory",
+            entries.iter().any(|e| e.path.ends_with(".wh..wh..opq")),
+        );
+        mark(
+            "whiteout",
+            entries
+                .iter()
+                .any(|e| e.path.contains(".wh.") && !e.path.ends_with(".wh..wh..opq")),
+        );
+        mark(
+            "hard link",
+            entries.iter().any(|e| matches!(e.kind, Kind::Hardlink(_))),
+        );
+        mark(
+            "duplicate large contents, linked last",
+            entries.iter().any(|e| e.path == "zz-link"),
+        );
+        for (edge, shape) in [
+            (511, "a 511-byte file"),
+            (512, "a 512-byte file"),
+            (513, "a 513-byte file"),
+            (4095, "a 4095-byte file"),
+            (4096, "a 4096-byte file"),
+            (131072, "a 128 KiB file"),
+            (131073, "a 128 KiB + 1 file"),
+        ] {
+            let hit = entries
+                .iter()
+                .any(|e| matches!(&e.kind, Kind::File(d) if d.len() == edge));
+            mark(shape, hit);
+        }
+    }
+    let missing: Vec<_> = seen.iter().filter(|(_, n)| **n == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "no seed makes: {missing:?} (all: {seen:?})"
+    );
+}
