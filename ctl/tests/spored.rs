@@ -312,3 +312,45 @@ fn image_commands_answer_or_say_why() {
         assert_readable_error(&run);
     }
 }
+
+/// The report's case: a layout whose image is named `demo`, imported with `--tag myorg/app:1`,
+/// is recorded under the tag; `--select` names an image of the archive, and one that names
+/// nothing lists the names; the listed id then removes it.
+#[test]
+fn image_import_tags_and_selects() {
+    let Some(daemon) = Daemon::start() else {
+        return;
+    };
+    let layout = daemon._dir.path().join("oci");
+    let out = Command::new(workspace_root().join("scripts/demo-image.sh"))
+        .arg(&layout)
+        .arg("demo")
+        .output()
+        .expect("run scripts/demo-image.sh");
+    assert!(
+        out.status.success(),
+        "demo-image.sh (needs umoci, busybox-static): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = layout.to_str().unwrap();
+    let run = daemon.sporectl(&["image", "import", "--quiet", "--tag", "myorg/app:1", path]);
+    assert_eq!(run.code, 0, "{run:?}\n{}", daemon.log());
+    assert!(run.stdout.contains("docker.io/myorg/app:1"), "{run:?}");
+    let run = daemon.sporectl(&["image", "import", "--quiet", "--select", "nope", path]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_readable_error(&run);
+    assert!(
+        run.stderr
+            .contains(r#"no image named "nope" in it (names: demo)"#),
+        "{run:?}"
+    );
+    let run = daemon.sporectl(&["image", "import", "--quiet", "--select", "demo", path]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = daemon.sporectl(&["image", "list", "--quiet"]);
+    let digest = run.stdout.trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{run:?}");
+    let run = daemon.sporectl(&["image", "rm", &digest["sha256:".len()..][..12]]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = daemon.sporectl(&["image", "list", "--quiet"]);
+    assert_eq!(run.stdout, "", "{run:?}");
+}

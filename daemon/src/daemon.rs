@@ -12,11 +12,11 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::console::{ConsoleHub, Ending};
 use crate::driver::{self, DriverHandle, Mode};
-use crate::images::Images;
+use crate::images::{ImageError, Images, ZoneTarget};
 use crate::launch::zone_dir;
 use crate::network::{AddressPlan, NetworkError};
 use crate::state;
-use crate::store::ZoneRecord;
+use crate::store::{ZoneImage, ZoneRecord};
 use crate::validate::{self, FieldError, Limits};
 use crate::zones::{ZoneError, Zones};
 
@@ -66,6 +66,9 @@ pub enum DaemonError {
     NotDestroyed { zone: String, reason: String },
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    /// The spec's image names no image (an id not in the cache) or several.
+    #[error("spec.image")]
+    Image(#[source] ImageError),
 }
 
 pub struct Daemon {
@@ -191,6 +194,11 @@ impl Daemon {
                     .into(),
             ));
         }
+        let image = self
+            .images
+            .resolve_for_zone(&valid.image)
+            .await
+            .map_err(DaemonError::Image)?;
         let id = Uuid::new_v4();
         let name = if spec.name.is_empty() {
             format!("zone-{}", &id.simple().to_string()[..8])
@@ -217,6 +225,14 @@ impl Daemon {
         });
         record.max_vcpus = valid.vcpus;
         record.max_memory_mib = valid.memory_mib;
+        // An image named by id is held from now on: image rm refuses it while the zone exists.
+        record.image = Some(match &image {
+            ZoneTarget::Reference(r) => ZoneImage::Reference(r.to_string()),
+            ZoneTarget::Cached(cached) => {
+                record.image_key = cached.key();
+                ZoneImage::Id(cached.image.manifest_digest.to_string())
+            }
+        });
         if network_disabled {
             record.status_mut().network = Some(v1::ZoneNetworkStatus {
                 attached: false,
@@ -227,7 +243,7 @@ impl Daemon {
         self.zones
             .insert(
                 record,
-                &format!("requested image {}", valid.reference),
+                &format!("requested image {image}"),
                 addresses.as_ref(),
             )
             .await?;

@@ -104,10 +104,13 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
     let Some(record) = daemon.zones.get(id) else {
         return Next::Rest;
     };
-    let spec = record.spec();
-    let reference = match spore_oci::Reference::parse(&spec.image) {
-        Ok(r) => r,
-        Err(e) => return failed(daemon, id, &format!("image {}: {e}", spec.image)).await,
+    // Resolved once at CreateZone: a reference (cached or pulled now) or a cached image's id.
+    let reference = match daemon.images.zone_target(&record).await {
+        Ok(target) => target,
+        Err(e) => {
+            let image = record.spec().image;
+            return failed(daemon, id, &format!("image {image}: {}", chain(&e))).await;
+        }
     };
     if let Err(e) = daemon
         .zones
@@ -124,7 +127,7 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
     }
     let format = daemon.images.default_format();
     let image = tokio::select! {
-        image = daemon.images.ensure(&reference, format, spore_oci::NoProgress) => image,
+        image = daemon.images.ensure_target(&reference, format, spore_oci::NoProgress) => image,
         _ = requested(destroy) => return Next::Destroy,
     };
     let image = match image {

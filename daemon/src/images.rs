@@ -7,29 +7,62 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use spore_api::v1;
 use spore_oci::{
-    Digest, ImageFormat, ImageStore, ImportOptions, Platform, ProgressSink, PullOptions, Reference,
-    StoreOptions,
+    Digest, ImageFormat, ImageName, ImageStore, ImportOptions, OciError, Platform, ProgressSink,
+    PullOptions, Reference, StoreOptions,
 };
 
 use crate::config::Config;
-use crate::store::{ImageRecord, StoreError};
+use crate::store::{ImageRecord, StoreError, ZoneImage, ZoneRecord};
 use crate::zones::{ZoneError, Zones, now};
 
 /// Why an image operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(transparent)]
-    Oci(#[from] spore_oci::Error),
+    Oci(#[from] spore_oci::OciError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Zone(#[from] ZoneError),
     #[error("image {0} is not in the cache (pull or import it first)")]
     NotFound(String),
+    #[error(
+        "no image in the cache has the id {0} (ids are manifest digests, as sporectl image list shows)"
+    )]
+    NoSuchId(String),
     #[error("{query:?} matches more than one image: {candidates}")]
     Ambiguous { query: String, candidates: String },
     #[error("image {image} is used by zone(s) {zones}: destroy them first")]
     InUse { image: String, zones: String },
+}
+
+/// What an image name found among the records.
+enum Lookup {
+    /// A recorded image, found by a reference (`by_id` false) or by its id.
+    Found {
+        record: Box<ImageRecord>,
+        by_id: bool,
+    },
+    /// A reference with no image recorded under it (a pull fetches it).
+    Unrecorded(Reference),
+}
+
+/// What a zone boots, resolved from its spec's image at CreateZone.
+#[derive(Debug, Clone)]
+pub enum ZoneTarget {
+    /// A reference: the image recorded under it when the zone launches, else a pull.
+    Reference(Reference),
+    /// A cached image, named by its id.
+    Cached(Box<ImageRecord>),
+}
+
+impl std::fmt::Display for ZoneTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZoneTarget::Reference(r) => write!(f, "{r}"),
+            ZoneTarget::Cached(record) => write!(f, "{}", record.image.manifest_digest),
+        }
+    }
 }
 
 /// The daemon's image service.
@@ -92,7 +125,6 @@ impl Images {
         self.pull(reference, &opts, progress).await
     }
 
-    /// Pulls (always asking the registry for a tag's manifest) and records the image.
     /// The image already recorded for `reference` in `format` (its last use updated), without
     /// asking the registry.
     pub async fn cached(
@@ -114,6 +146,7 @@ impl Images {
         }
     }
 
+    /// Pulls (always asking the registry for a tag's manifest) and records the image.
     pub async fn pull(
         &self,
         reference: &Reference,
@@ -184,44 +217,148 @@ impl Images {
         Ok(self.zones.store().run(|s| s.images()).await?)
     }
 
-    /// A reference, a manifest digest, or a unique digest prefix (hex, at least 4 characters).
+    /// The recorded image `query` names (a reference, an id or a unique id prefix; see
+    /// [`ImageName`]), for RemoveImage and the like.
     pub async fn find(&self, query: &str) -> Result<ImageRecord, ImageError> {
-        let images = self.list().await?;
-        let normalized = Reference::parse(query).ok().map(|r| r.to_string());
-        let by_ref: Vec<&ImageRecord> = images
-            .iter()
-            .filter(|r| {
-                r.image
-                    .references
-                    .iter()
-                    .any(|x| x == query || Some(x) == normalized.as_ref())
-            })
-            .collect();
-        if let [one] = by_ref.as_slice() {
-            return Ok((*one).clone());
+        let name = ImageName::parse(query).map_err(OciError::from)?;
+        match self.lookup(&name).await? {
+            Lookup::Found { record, .. } => Ok(*record),
+            Lookup::Unrecorded(r) => Err(ImageError::NotFound(r.to_string())),
         }
-        let hex = query.strip_prefix("sha256:").unwrap_or(query);
-        let by_digest: Vec<&ImageRecord> = if hex.len() >= 4 {
-            images
+    }
+
+    /// Resolves a zone's image once, at CreateZone: an id must name a cached image (it cannot
+    /// be pulled); a reference is kept to be looked up, or pulled, at launch.
+    pub async fn resolve_for_zone(&self, name: &ImageName) -> Result<ZoneTarget, ImageError> {
+        Ok(match self.lookup(name).await? {
+            Lookup::Found {
+                record,
+                by_id: true,
+            } => ZoneTarget::Cached(record),
+            Lookup::Found { record, .. } => {
+                // Found under this reference; the zone follows the reference, as docker does.
+                let reference = name.reference().cloned().ok_or_else(|| {
+                    ImageError::NotFound(record.image.manifest_digest.to_string())
+                })?;
+                ZoneTarget::Reference(reference)
+            }
+            Lookup::Unrecorded(r) => ZoneTarget::Reference(r),
+        })
+    }
+
+    /// What the zone `record` boots, as CreateZone resolved it (records written before the
+    /// daemon resolved images are resolved now, once).
+    pub async fn zone_target(&self, record: &ZoneRecord) -> Result<ZoneTarget, ImageError> {
+        match &record.image {
+            Some(ZoneImage::Reference(r)) => Ok(ZoneTarget::Reference(
+                Reference::parse(r).map_err(OciError::from)?,
+            )),
+            Some(ZoneImage::Id(id)) => self
+                .by_key(&record.image_key, id)
+                .await
+                .map(|r| ZoneTarget::Cached(Box::new(r))),
+            None => {
+                let name = ImageName::parse(&record.spec().image).map_err(OciError::from)?;
+                self.resolve_for_zone(&name).await
+            }
+        }
+    }
+
+    /// The image record for a zone's target: a cached image as it is, a reference through
+    /// [`Images::ensure`].
+    pub async fn ensure_target(
+        &self,
+        target: &ZoneTarget,
+        format: ImageFormat,
+        progress: impl ProgressSink + 'static,
+    ) -> Result<ImageRecord, ImageError> {
+        match target {
+            ZoneTarget::Reference(r) => self.ensure(r, format, progress).await,
+            ZoneTarget::Cached(record) => Ok((**record).clone()),
+        }
+    }
+
+    /// The record `key` a zone was resolved to by id (its last use updated).
+    pub async fn by_key(&self, key: &str, id: &str) -> Result<ImageRecord, ImageError> {
+        let k = key.to_owned();
+        match self.zones.store().run(move |s| s.image(&k)).await? {
+            Some(record) if record.image.path.exists() => self.touch(record).await,
+            _ => Err(ImageError::NoSuchId(id.to_owned())),
+        }
+    }
+
+    /// Docker's order: an image recorded under the name; then a whole id or a unique id
+    /// prefix; then the name as a reference to pull. One image in several formats is one match
+    /// (the default format is preferred).
+    async fn lookup(&self, name: &ImageName) -> Result<Lookup, ImageError> {
+        let images = self.list().await?;
+        if let Some(reference) = name.reference() {
+            let normalised = reference.to_string();
+            let named: Vec<&ImageRecord> = images
                 .iter()
-                .filter(|r| {
-                    r.image
-                        .manifest_digest
-                        .to_string()
-                        .trim_start_matches("sha256:")
-                        .starts_with(hex)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let found = if by_ref.is_empty() { by_digest } else { by_ref };
-        match found.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(ImageError::NotFound(query.into())),
+                .filter(|r| r.image.references.contains(&normalised))
+                .collect();
+            if let Some(record) = self.pick(&named, &name.to_string())? {
+                return Ok(Lookup::Found {
+                    record: Box::new(record),
+                    by_id: false,
+                });
+            }
+        }
+        let by_id: Vec<&ImageRecord> = images
+            .iter()
+            .filter(|r| name.matches_id(&r.image.manifest_digest))
+            .collect();
+        if let Some(record) = self.pick(&by_id, &name.to_string())? {
+            return Ok(Lookup::Found {
+                record: Box::new(record),
+                by_id: true,
+            });
+        }
+        match name {
+            ImageName::Reference(r)
+            | ImageName::IdPrefix {
+                reference: Some(r), ..
+            } => Ok(Lookup::Unrecorded(r.clone())),
+            _ => Err(ImageError::NoSuchId(name.to_string())),
+        }
+    }
+
+    /// One image among `candidates` (records of one manifest in several formats are one
+    /// image: the default format's is taken); several images are ambiguous.
+    fn pick(
+        &self,
+        candidates: &[&ImageRecord],
+        query: &str,
+    ) -> Result<Option<ImageRecord>, ImageError> {
+        let mut digests: Vec<&Digest> = candidates
+            .iter()
+            .map(|r| &r.image.manifest_digest)
+            .collect();
+        digests.sort();
+        digests.dedup();
+        match digests.as_slice() {
+            [] => Ok(None),
+            [_] => Ok(candidates
+                .iter()
+                .find(|r| r.image.format == self.default_format)
+                .or(candidates.first())
+                .map(|r| (*r).clone())),
             many => Err(ImageError::Ambiguous {
                 query: query.into(),
-                candidates: many.iter().map(|r| r.key()).collect::<Vec<_>>().join(", "),
+                candidates: many
+                    .iter()
+                    .map(|d| {
+                        let names = candidates
+                            .iter()
+                            .find(|r| r.image.manifest_digest == **d)
+                            .and_then(|r| r.image.references.first())
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default();
+                        format!("{d}{names}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -333,7 +470,7 @@ pub fn format_to_api(format: ImageFormat) -> v1::ImageFormat {
 }
 
 /// Parses `os/arch[/variant]`.
-pub fn platform(s: &str) -> Result<Option<Platform>, spore_oci::Error> {
+pub fn platform(s: &str) -> Result<Option<Platform>, spore_oci::OciError> {
     if s.is_empty() {
         return Ok(None);
     }

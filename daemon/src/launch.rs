@@ -68,11 +68,12 @@ pub fn prepare(
             detail: e.to_string(),
         })?
         .len();
-    if size == 0 || size % 512 != 0 {
+    if !spore_oci::attachable_size(size) {
         return Err(LaunchError::RootImage {
             path: root.clone(),
             detail: format!(
-                "its size {size} is not a positive multiple of 512 bytes (remove and pull it again)"
+                "its size {size} is not a positive multiple of {} bytes, and spored could not pad it when it started (see its log; or remove the image and pull or import it again)",
+                spore_oci::SECTOR_BYTES
             ),
         });
     }
@@ -156,4 +157,20 @@ fn non_empty(s: &str) -> Option<String> {
 /// `<state_dir>/zones/<id>`.
 pub fn zone_dir(config: &Config, id: Uuid) -> PathBuf {
     config.state_dir.join("zones").join(id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The host's packer rule and the guest contract's rule must accept the same sizes.
+    #[test]
+    fn root_image_rule_matches_the_guest_contract() {
+        assert_eq!(
+            spore_oci::SECTOR_BYTES,
+            spore_idm::launch::ROOT_SECTOR_BYTES
+        );
+        for size in [0, 1, 511, 512, 513, 4095, 4096, 2_221_954, 2_224_128] {
+            let guest = size > 0 && size % spore_idm::launch::ROOT_SECTOR_BYTES == 0;
+            assert_eq!(spore_oci::attachable_size(size), guest, "{size}");
+        }
+    }
 }

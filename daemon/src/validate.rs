@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use spore_api::v1;
-use spore_oci::Reference;
+use spore_oci::ImageName;
 
 /// Bounds on request fields (they keep one zone's record and launch config small).
 pub const MAX_ARGV_ENTRIES: usize = 1024;
@@ -44,7 +44,8 @@ pub struct Limits {
 /// A spec that passed every check, with defaults resolved.
 #[derive(Debug, Clone)]
 pub struct ValidSpec {
-    pub reference: Reference,
+    /// A reference or an image id, resolved against the cache by the caller.
+    pub image: ImageName,
     pub vcpus: u32,
     pub memory_mib: u64,
 }
@@ -70,12 +71,12 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, FieldError> {
     if spec.image.is_empty() {
-        return Err(bad("spec.image", "an image reference is required"));
+        return Err(bad("spec.image", "an image reference or id is required"));
     }
     if spec.image.len() > 1024 {
         return Err(bad("spec.image", "is longer than 1024 characters"));
     }
-    let reference = Reference::parse(&spec.image).map_err(|e| bad("spec.image", e.to_string()))?;
+    let image = ImageName::parse(&spec.image).map_err(|e| bad("spec.image", e.to_string()))?;
     if !spec.name.is_empty() {
         check_name(&spec.name).map_err(|d| bad("spec.name", d))?;
     }
@@ -181,7 +182,7 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
         }
     }
     Ok(ValidSpec {
-        reference,
+        image,
         vcpus,
         memory_mib,
     })
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn defaults_are_resolved() {
         let v = validate(&spec(), &limits()).unwrap();
-        assert_eq!(v.reference.to_string(), "docker.io/library/busybox:latest");
+        assert_eq!(v.image.to_string(), "docker.io/library/busybox:latest");
         assert_eq!((v.vcpus, v.memory_mib), (1, 256));
     }
 
@@ -331,6 +332,13 @@ mod tests {
             (
                 v1::ZoneSpec {
                     image: "UPPER/Case".into(),
+                    ..spec()
+                },
+                "spec.image",
+            ),
+            (
+                v1::ZoneSpec {
+                    image: "sha256:abc".into(),
                     ..spec()
                 },
                 "spec.image",

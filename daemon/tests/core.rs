@@ -33,7 +33,7 @@ async fn setup_with(tune: impl FnOnce(&mut spored::config::Config)) -> Setup {
     let daemon = support::core(config, backend.clone()).await;
     let layout = support::demo_image(dir.path(), "demo");
     let opts = spore_oci::ImportOptions {
-        reference: Some(spore_oci::Reference::parse("demo").unwrap()),
+        tag: Some(spore_oci::Reference::parse("demo").unwrap()),
         ..Default::default()
     };
     daemon
@@ -521,4 +521,162 @@ async fn resources_change_within_the_zone_bounds_and_only_while_running() {
         err.to_string(),
         format!("zone {name} is exited: only a running zone's resources can change")
     );
+}
+
+/// A record for a made-up image whose id starts with `hex` (no root image on disk).
+fn fake_image(hex: &str, references: &[&str]) -> spored::store::ImageRecord {
+    let digest = |h: &str| {
+        let hex = format!("{h}{}", "0".repeat(64 - h.len()));
+        spore_oci::Digest::parse(&format!("sha256:{hex}")).unwrap()
+    };
+    spored::store::ImageRecord {
+        image: spore_oci::PackedImage {
+            references: references.iter().map(|r| r.to_string()).collect(),
+            manifest_digest: digest(hex),
+            index_digest: None,
+            config_digest: digest("c"),
+            platform: spore_oci::Platform::default(),
+            format: spore_oci::ImageFormat::Squashfs,
+            path: "/nonexistent.squashfs".into(),
+            size_bytes: 4096,
+            layers: Vec::new(),
+            config: Default::default(),
+        },
+        created_at_ms: 0,
+        last_used_ms: 0,
+    }
+}
+
+#[tokio::test]
+async fn an_image_id_is_taken_wherever_an_image_is() {
+    use spored::images::ImageError;
+    use spored::store::ZoneImage;
+    let s = setup().await;
+    let demo = s.daemon.images.find("demo").await.unwrap();
+    let digest = demo.image.manifest_digest.to_string();
+    let hex = digest.strip_prefix("sha256:").unwrap().to_owned();
+
+    // The whole id, the bare hex, and unique prefixes with and without the algorithm: each
+    // launches the cached image (never a pull: the fake host has no registry), pinned at
+    // CreateZone, and holds it against removal from then on.
+    for image in [
+        digest.clone(),
+        hex.clone(),
+        hex[..12].to_owned(),
+        format!("sha256:{}", &hex[..8]),
+    ] {
+        let spec = v1::ZoneSpec {
+            image: image.clone(),
+            ..spec(&["exit", "0"])
+        };
+        let (id, _) = s.daemon.create_zone(spec).await.unwrap();
+        let created = s.daemon.zones.get(id).unwrap();
+        assert_eq!(
+            created.image,
+            Some(ZoneImage::Id(digest.clone())),
+            "{image}"
+        );
+        assert_eq!(created.image_key, demo.key(), "{image}");
+        let e = s.daemon.images.remove(&demo).await.unwrap_err();
+        assert!(matches!(e, ImageError::InUse { .. }), "{image}: {e}");
+        let record = wait_state(&s, id, ZoneState::Exited).await;
+        assert_eq!(record.status().image_digest, digest, "{image}");
+        assert_eq!(
+            record.status().history[0].reason,
+            format!("requested image {digest}")
+        );
+        s.daemon.destroy_zone(id).await.unwrap();
+    }
+
+    // A name is resolved to its normalised reference, which the driver looks up at launch.
+    let (id, _) = s.daemon.create_zone(spec(&["exit", "0"])).await.unwrap();
+    assert_eq!(
+        s.daemon.zones.get(id).unwrap().image,
+        Some(ZoneImage::Reference("docker.io/library/demo:latest".into()))
+    );
+    wait_state(&s, id, ZoneState::Exited).await;
+
+    // An id not in the cache is refused at once (it used to be sent to Docker Hub as
+    // docker.io/library/sha256), and nothing is stored.
+    let zones = s.daemon.zones.list().len();
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let err = s
+        .daemon
+        .create_zone(v1::ZoneSpec {
+            image: missing.clone(),
+            ..spec(&[])
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, DaemonError::Image(ImageError::NoSuchId(i)) if *i == missing),
+        "{err}"
+    );
+    let status = spored::api::status::from_daemon(err);
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert!(
+        status
+            .message()
+            .starts_with("spec.image: no image in the cache has the id sha256:000"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(s.daemon.zones.list().len(), zones);
+
+    // A prefix two ids share is ambiguous, naming both; a longer one picks one. A name wins
+    // over an id prefix that reads the same (docker's order).
+    let store = s.daemon.zones.store();
+    let a = fake_image("abcd1", &["docker.io/library/a:1"]);
+    let b = fake_image("abcd2", &[]);
+    let cafe_id = fake_image("cafe", &[]);
+    for record in [a.clone(), b.clone(), cafe_id] {
+        store.run(move |st| st.put_image(&record)).await.unwrap();
+    }
+    let err = s
+        .daemon
+        .create_zone(v1::ZoneSpec {
+            image: "abcd".into(),
+            ..spec(&[])
+        })
+        .await
+        .unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(
+        matches!(&err, DaemonError::Image(ImageError::Ambiguous { .. })),
+        "{text}"
+    );
+    assert!(
+        text.contains(&a.image.manifest_digest.to_string())
+            && text.contains(&b.image.manifest_digest.to_string())
+            && text.contains("(docker.io/library/a:1)"),
+        "{text}"
+    );
+    assert_eq!(s.daemon.images.find("abcd2").await.unwrap().key(), b.key());
+    assert_eq!(
+        s.daemon.images.find("sha256:abcd1").await.unwrap().key(),
+        a.key()
+    );
+    let opts = spore_oci::ImportOptions {
+        tag: Some(spore_oci::Reference::parse("cafe").unwrap()),
+        ..Default::default()
+    };
+    let layout = support::demo_image(s._dir.path(), "demo2");
+    s.daemon
+        .images
+        .import(&layout, &opts, spore_oci::NoProgress)
+        .await
+        .unwrap();
+    let (id, _) = s
+        .daemon
+        .create_zone(v1::ZoneSpec {
+            image: "cafe".into(),
+            ..spec(&["exit", "0"])
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.daemon.zones.get(id).unwrap().image,
+        Some(ZoneImage::Reference("docker.io/library/cafe:latest".into()))
+    );
+    wait_state(&s, id, ZoneState::Exited).await;
 }

@@ -658,3 +658,86 @@ async fn a_kernel_that_cannot_boot_under_kvm_means_tcg_and_says_why() {
         );
     }
 }
+
+/// The demo image plus a layer that whites out `/bin/vi`, adds a file, and hard-links the
+/// large busybox binary (umoci unpack, change, repack): the shape whose squashfs used to end
+/// past its last sector. Returns the layout.
+fn two_layer_image(dir: &Path) -> PathBuf {
+    let layout = support::demo_image(dir, "base");
+    let bundle = dir.join("two-layer-bundle");
+    let image = format!("{}:base", layout.display());
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run umoci");
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    };
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    let root = bundle.join("rootfs");
+    std::fs::remove_file(root.join("bin/vi")).unwrap();
+    std::fs::write(root.join("etc/added"), "added in layer 2\n").unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::hard_link(root.join("bin/busybox"), root.join("usr/bin/bb-link")).unwrap();
+    std::fs::hard_link(root.join("etc/added"), root.join("etc/added-link")).unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    layout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_layer_image_with_whiteouts_and_hard_links_boots_by_id() {
+    tokio::time::timeout(
+        Duration::from_secs(2 * ZONE_TIMEOUT.as_secs() + 120),
+        async {
+            let host = Host::start().await;
+            let layout = two_layer_image(host.dir.path());
+            let out = host.ctl(&[
+                "-o",
+                "json",
+                "image",
+                "import",
+                "--quiet",
+                "--tag",
+                "two-layer:1",
+                layout.to_str().unwrap(),
+            ]);
+            assert!(out.status.success(), "import: {}", text(&out));
+            let image: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let digest = image["manifestDigest"].as_str().unwrap().to_owned();
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            let root = host
+                .spored
+                .state_dir
+                .join(format!("images/images/squashfs/sha256/{hex}.squashfs"));
+            let size = std::fs::metadata(&root).unwrap().len();
+            assert!(
+                spore_oci::attachable_size(size),
+                "{} is {size} bytes",
+                root.display()
+            );
+
+            // By a unique id prefix, as `sporectl image list` shows it.
+            let out = host.ctl(&[
+                "zone",
+                "launch",
+                "--attach",
+                "--rm",
+                &hex[..12],
+                "sh",
+                "-c",
+                "test ! -e /bin/vi && cat /etc/added /etc/added-link \
+             && cmp /bin/busybox /usr/bin/bb-link && echo two-layer-ok",
+            ]);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains("two-layer-ok") && stdout.matches("added in layer 2").count() == 2,
+                "{}",
+                text(&out)
+            );
+        },
+    )
+    .await
+    .expect("the import and one boot finish in time");
+}

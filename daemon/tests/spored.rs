@@ -522,3 +522,83 @@ fn systemd_is_told_when_the_socket_is_ready() {
     assert_eq!(&buf[..n], b"READY=1");
     assert!(connects);
 }
+
+async fn import(
+    client: &mut spore_api::ControlClient,
+    path: &std::path::Path,
+    reference: &str,
+    select: &str,
+) -> Result<v1::Image, tonic::Status> {
+    let mut stream = client
+        .import_image(v1::ImportImageRequest {
+            path: path.display().to_string(),
+            reference: reference.into(),
+            select: select.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(120), stream.next())
+        .await
+        .expect("import progress in time")
+    {
+        if let v1::pull_image_response::Kind::Image(image) = message?.kind.unwrap() {
+            return Ok(image);
+        }
+    }
+    panic!("import ended without an image");
+}
+
+/// `image import --tag` records the tag for an image named otherwise in its layout, a selector
+/// that names nothing is refused with the names, and the image's id then serves removal while
+/// pull refuses it.
+#[tokio::test]
+async fn import_tags_selects_and_ids_name_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let spored = Spored::start(dir.path());
+    let mut client = spored.client().await;
+    let layout = support::demo_image(dir.path(), "demo");
+    let image = import(&mut client, &layout, "myorg/app:1", "")
+        .await
+        .unwrap();
+    assert_eq!(image.references, ["docker.io/myorg/app:1"]);
+    let again = import(&mut client, &layout, "", "demo").await.unwrap();
+    assert_eq!(again.manifest_digest, image.manifest_digest);
+    let e = import(&mut client, &layout, "myorg/app:2", "nope")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains(r#"no image named "nope" in it (names: demo)"#),
+        "{}",
+        e.message()
+    );
+
+    let e = client
+        .pull_image(v1::PullImageRequest {
+            reference: image.manifest_digest.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("is an image id"), "{}", e.message());
+
+    let hex = image.manifest_digest.strip_prefix("sha256:").unwrap();
+    let removed = client
+        .remove_image(v1::RemoveImageRequest {
+            image: hex[..12].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.manifest_digest, image.manifest_digest);
+    let e = client
+        .remove_image(v1::RemoveImageRequest {
+            image: hex[..12].into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}

@@ -15,6 +15,11 @@ use crate::error::{IdmError, Result};
 /// The version this build writes and reads.
 pub const LAUNCH_CONFIG_VERSION: u32 = 1;
 
+/// A root disk's size is a positive multiple of this: block devices have whole sectors. The
+/// same rule as the host's `spore_oci::attachable_size` (this crate cannot depend on spore-oci;
+/// spored's tests check that the two agree).
+pub const ROOT_SECTOR_BYTES: u64 = 512;
+
 /// The launch configuration of one zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchConfig {
@@ -45,7 +50,8 @@ pub struct LaunchConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootImage {
     pub format: RootFormat,
-    /// The disk's size as the guest sees it: the image file size, a multiple of 512.
+    /// The disk's size as the guest sees it: the image file size, a positive multiple of
+    /// [`ROOT_SECTOR_BYTES`].
     pub size_bytes: u64,
 }
 
@@ -371,9 +377,9 @@ impl LaunchConfig {
             return Err(invalid("zone_id must be 1 to 128 bytes"));
         }
         check_hostname("hostname", &self.hostname, 64)?;
-        if self.root.size_bytes == 0 || !self.root.size_bytes.is_multiple_of(512) {
+        if self.root.size_bytes == 0 || !self.root.size_bytes.is_multiple_of(ROOT_SECTOR_BYTES) {
             return Err(invalid(format!(
-                "root.size_bytes {} must be a positive multiple of 512 (pad the image file)",
+                "root.size_bytes {} must be a positive multiple of {ROOT_SECTOR_BYTES} (pad the image file)",
                 self.root.size_bytes
             )));
         }

@@ -8,51 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::flight::{Publisher, State};
 use crate::layer::{LayerEntries, Limits, read_layer};
 use crate::manifest::Manifest;
 use crate::pack::{ImageFormat, PackJob, pack};
-use crate::progress::{LayerProgress, Phase, Progress};
+use crate::progress::{Phase, Progress};
 use crate::registry::Session;
-use crate::store::{Inner, Packed};
+use crate::store::{Inner, PackState, Packed};
 use crate::tree::Tree;
-
-/// Progress of one build, shared with every waiter.
-#[derive(Debug, Clone)]
-pub(crate) struct PackState {
-    pub phase: Phase,
-    pub layers: Vec<LayerProgress>,
-    pub message: String,
-}
-
-impl PackState {
-    fn new(manifest: &Manifest) -> PackState {
-        let layers = manifest
-            .layers
-            .iter()
-            .map(|l| LayerProgress {
-                digest: l.digest.clone(),
-                phase: Phase::Downloading,
-                current_bytes: 0,
-                total_bytes: l.size,
-            })
-            .collect();
-        PackState {
-            phase: Phase::Downloading,
-            layers,
-            message: String::new(),
-        }
-    }
-
-    pub fn progress(&self) -> Progress {
-        Progress {
-            phase: self.phase,
-            layers: self.layers.clone(),
-            message: self.message.clone(),
-        }
-    }
-}
 
 fn update(tx: &Publisher<PackState, Packed>, f: impl FnOnce(&mut PackState)) {
     tx.send_modify(|s| {
@@ -99,7 +63,7 @@ pub(crate) async fn assemble(
         PackState::new(manifest),
         move |tx| async move {
             let work = i.temp_path("pack");
-            std::fs::create_dir(&work).map_err(Error::io("create work directory", &work))?;
+            std::fs::create_dir(&work).map_err(OciError::io("create work directory", &work))?;
             let result = build(&i, s.as_ref(), &d, &m, format, &work, &tx).await;
             let _ = tokio::fs::remove_dir_all(&work).await;
             result
@@ -134,7 +98,7 @@ async fn build(
                 p.layers[i].phase = Phase::Packing;
                 p.layers[i].current_bytes = 0;
             });
-            let _cpu = inner.cpus.acquire().await.map_err(|_| Error::Worker {
+            let _cpu = inner.cpus.acquire().await.map_err(|_| OciError::Worker {
                 doing: "waiting for a CPU slot",
             })?;
             let (blob, digest, spool) = (
@@ -153,10 +117,10 @@ async fn build(
                 read_layer(&blob, &digest, (i as u32, &spool), &limits, report).map(|e| (e, spool))
             })
             .await
-            .map_err(|_| Error::Worker {
+            .map_err(|_| OciError::Worker {
                 doing: "reading a layer",
             })??;
-            Ok::<(LayerEntries, PathBuf), Error>(entries)
+            Ok::<(LayerEntries, PathBuf), OciError>(entries)
         }
     });
     let layers: Vec<(LayerEntries, PathBuf)> = futures::future::try_join_all(reads).await?;
@@ -173,14 +137,14 @@ async fn build(
         for (n, (entries, spool)) in layers.into_iter().enumerate() {
             for op in entries.ops {
                 let entry = String::from_utf8_lossy(&op.path).into_owned();
-                tree.apply(n + 1, op).map_err(|problem| Error::Entry { digest: m.layers[n].digest.clone(), entry, problem })?;
+                tree.apply(n + 1, op).map_err(|problem| OciError::Entry { digest: m.layers[n].digest.clone(), entry, problem })?;
             }
             spools.push(spool);
         }
         let tmp = work.join("image");
         let job = PackJob { tree: &tree, spools: &spools, format, zstd_level: i.options.zstd_level, manifest: &d, scratch: &work };
         let stats = pack(&job, &tmp)?;
-        let size = std::fs::metadata(&tmp).map_err(Error::io("inspect", &tmp))?.len();
+        let size = std::fs::metadata(&tmp).map_err(OciError::io("inspect", &tmp))?.len();
         let dest = i.image_path(&d, format);
         i.commit(&tmp, &dest)?;
         i.images_packed.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +155,6 @@ async fn build(
         Ok(Packed { path: dest, size, dropped_xattrs: stats.dropped_xattrs })
     })
     .await
-    .map_err(|_| Error::Worker { doing: "packing an image" })??;
+    .map_err(|_| OciError::Worker { doing: "packing an image" })??;
     Ok(packed)
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 
 const MAX_CONFIG: u64 = 1 << 20;
 
@@ -56,7 +56,7 @@ fn normalise_key(key: &str) -> &str {
 
 /// Credentials for `registry` (as in a [`crate::Reference`]), or anonymous.
 pub(crate) fn credentials(config_path: &Path, registry: &str) -> Result<RegistryAuth> {
-    let bad = |reason: String| Error::DockerConfig {
+    let bad = |reason: String| OciError::DockerConfig {
         path: config_path.to_owned(),
         reason,
     };
@@ -64,14 +64,14 @@ pub(crate) fn credentials(config_path: &Path, registry: &str) -> Result<Registry
         Ok(f) => {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CONFIG + 1), &mut buf)
-                .map_err(Error::io("read docker config", config_path))?;
+                .map_err(OciError::io("read docker config", config_path))?;
             if buf.len() as u64 > MAX_CONFIG {
                 return Err(bad("larger than 1 MiB".into()));
             }
             buf
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
-        Err(e) => return Err(Error::io("open docker config", config_path)(e)),
+        Err(e) => return Err(OciError::io("open docker config", config_path)(e)),
     };
     let config: DockerConfig =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON ({e})")))?;

@@ -23,7 +23,7 @@ impl Algorithm {
         }
     }
 
-    fn hex_len(self) -> usize {
+    pub(crate) fn hex_len(self) -> usize {
         match self {
             Algorithm::Sha256 => 64,
             Algorithm::Sha512 => 128,
@@ -88,6 +88,14 @@ impl Digest {
         Digest {
             algorithm: Algorithm::Sha256,
             hex: hex::encode(Sha256::digest(data)),
+        }
+    }
+
+    /// The sha256 digest whose hash is `hash` (computed while streaming).
+    pub(crate) fn sha256_from(hash: [u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(hash),
         }
     }
 

@@ -9,10 +9,11 @@ use crate::platform::PlatformError;
 use crate::reference::ReferenceError;
 use crate::tree::EntryProblem;
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = OciError> = std::result::Result<T, E>;
 
+/// Why an image operation failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum OciError {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -143,24 +144,31 @@ pub enum Error {
 
     #[error("import {}: {reason}", path.display())]
     Import { path: PathBuf, reason: String },
+    #[error("import {}: {what}", path.display())]
+    ImportUnreadable {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("root image {manifest} ({format}) is not in the store")]
     NotCached {
         manifest: Digest,
         format: &'static str,
     },
 
-    /// An error of a download or pack this caller shared with others; see [`Error::unshared`].
+    /// An error of a download or pack this caller shared with others; see [`OciError::unshared`].
     #[error(transparent)]
-    Shared(Arc<Error>),
+    Shared(Arc<OciError>),
     #[error("a blocking worker stopped unexpectedly while {doing}")]
     Worker { doing: &'static str },
 }
 
-impl Error {
-    /// The underlying error, looking through [`Error::Shared`].
-    pub fn unshared(&self) -> &Error {
+impl OciError {
+    /// The underlying error, looking through [`OciError::Shared`].
+    pub fn unshared(&self) -> &OciError {
         match self {
-            Error::Shared(e) => e.unshared(),
+            OciError::Shared(e) => e.unshared(),
             e => e,
         }
     }
@@ -168,9 +176,9 @@ impl Error {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    ) -> impl FnOnce(std::io::Error) -> OciError {
         let path = path.into();
-        move |source| Error::Io {
+        move |source| OciError::Io {
             action,
             path,
             source,

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 
 #[derive(Debug, Clone)]
 pub(crate) enum State<P, T> {
     Running(P),
-    Done(Result<T, Arc<Error>>),
+    Done(Result<T, Arc<OciError>>),
 }
 
 type Map<K, P, T> = Arc<Mutex<HashMap<K, watch::Receiver<State<P, T>>>>>;
@@ -105,7 +105,7 @@ pub(crate) async fn wait<P: Clone, T: Clone>(
             return match state {
                 State::Done(Ok(t)) => Ok(t),
                 State::Done(Err(e)) => Err(unshare(e)),
-                State::Running(_) => Err(Error::Worker {
+                State::Running(_) => Err(OciError::Worker {
                     doing: "running a shared download or pack",
                 }),
             };
@@ -113,11 +113,11 @@ pub(crate) async fn wait<P: Clone, T: Clone>(
     }
 }
 
-fn unshare(e: Arc<Error>) -> Error {
+fn unshare(e: Arc<OciError>) -> OciError {
     // The channel keeps a copy of the result, so this is usually shared.
     match Arc::try_unwrap(e) {
         Ok(e) => e,
-        Err(shared) => Error::Shared(shared),
+        Err(shared) => OciError::Shared(shared),
     }
 }
 
@@ -163,7 +163,7 @@ mod tests {
         let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
         let a = flights.join(1, (), move |_| async move {
             go_rx.await.ok();
-            Err(Error::ErofsUnavailable)
+            Err(OciError::ErofsUnavailable)
         });
         let b = flights.join(1, (), |_| async { Ok(()) });
         go_tx.send(()).unwrap();
@@ -177,7 +177,7 @@ mod tests {
         }
         let p = flights.join(2, (), |_| async { panic!("boom") });
         let e = wait(p, |_| {}).await.unwrap_err();
-        assert!(matches!(e, Error::Worker { .. }), "{e}");
+        assert!(matches!(e, OciError::Worker { .. }), "{e}");
         let again = flights.join(2, (), |_| async { Ok(()) });
         wait(again, |_| {}).await.unwrap();
     }

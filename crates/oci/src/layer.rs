@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::tree::{Extent, Meta, Op, OpKind};
 
 /// Longest symlink target accepted (Linux PATH_MAX).
@@ -77,7 +77,7 @@ pub(crate) fn read_layer(
     report: Box<dyn FnMut(u64) + Send>,
 ) -> Result<LayerEntries> {
     let (spool_index, spool) = spool;
-    let file = File::open(blob).map_err(Error::io("open layer blob", blob))?;
+    let file = File::open(blob).map_err(OciError::io("open layer blob", blob))?;
     let mut input = BufReader::with_capacity(
         256 << 10,
         Counting {
@@ -87,18 +87,18 @@ pub(crate) fn read_layer(
             last: 0,
         },
     );
-    let head = io::BufRead::fill_buf(&mut input).map_err(Error::io("read layer blob", blob))?;
+    let head = io::BufRead::fill_buf(&mut input).map_err(OciError::io("read layer blob", blob))?;
     let reader: Box<dyn Read> = match sniff(head) {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(
-            |source| Error::LayerArchive {
+            |source| OciError::LayerArchive {
                 digest: digest.clone(),
                 source,
             },
         )?),
     };
-    let out = File::create(spool).map_err(Error::io("create spool file", spool))?;
+    let out = File::create(spool).map_err(OciError::io("create spool file", spool))?;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let ops = walk_tar(
         reader,
@@ -109,12 +109,13 @@ pub(crate) fn read_layer(
         limits.max_bytes,
         limits.max_entries,
     )?;
-    out.flush().map_err(Error::io("write spool file", spool))?;
+    out.flush()
+        .map_err(OciError::io("write spool file", spool))?;
     Ok(LayerEntries { ops })
 }
 
-fn archive_err(digest: &Digest) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::LayerArchive {
+fn archive_err(digest: &Digest) -> impl Fn(io::Error) -> OciError + '_ {
+    move |source| OciError::LayerArchive {
         digest: digest.clone(),
         source,
     }
@@ -136,7 +137,7 @@ pub(crate) fn walk_tar(
     for entry in archive.entries().map_err(archive_err(digest))? {
         let mut entry = entry.map_err(archive_err(digest))?;
         if ops.len() >= max_entries {
-            return Err(Error::Entry {
+            return Err(OciError::Entry {
                 digest: digest.clone(),
                 entry: String::new(),
                 problem: crate::tree::EntryProblem::TooManyEntries(max_entries),
@@ -177,7 +178,7 @@ pub(crate) fn walk_tar(
                     .map(|c| c.into_owned())
                     .unwrap_or_default();
                 if target.is_empty() || target.len() > MAX_LINK_TARGET {
-                    return Err(Error::Entry {
+                    return Err(OciError::Entry {
                         digest: digest.clone(),
                         entry: name(),
                         problem: crate::tree::EntryProblem::PathTooLong,
@@ -201,7 +202,7 @@ pub(crate) fn walk_tar(
             // Headers the tar crate already folded into the next entry.
             tar::EntryType::XGlobalHeader => continue,
             other => {
-                return Err(Error::UnsupportedEntry {
+                return Err(OciError::UnsupportedEntry {
                     digest: digest.clone(),
                     entry: name(),
                     kind: other.as_byte() as char,
@@ -235,7 +236,7 @@ pub(crate) fn walk_tar(
                 let size = entry.size();
                 let before = budget.fetch_add(size, Ordering::Relaxed);
                 if before.saturating_add(size) > budget_limit {
-                    return Err(Error::UnpackedTooLarge {
+                    return Err(OciError::UnpackedTooLarge {
                         limit: budget_limit,
                     });
                 }
@@ -394,7 +395,7 @@ mod tests {
     fn hostile_archives_give_exact_errors() {
         // Garbage is not a tar.
         let e = walk(&[0x55; 1024]).unwrap_err();
-        assert!(matches!(e, Error::LayerArchive { .. }), "{e}");
+        assert!(matches!(e, OciError::LayerArchive { .. }), "{e}");
         // A truncated entry body.
         let mut b = tar::Builder::new(Vec::new());
         b.append(
@@ -404,14 +405,14 @@ mod tests {
         .unwrap();
         let bytes = b.into_inner().unwrap();
         let e = walk(&bytes[..1500]).unwrap_err();
-        assert!(matches!(e, Error::LayerArchive { .. }), "{e}");
+        assert!(matches!(e, OciError::LayerArchive { .. }), "{e}");
         // Unsupported entry types are named.
         let mut b = tar::Builder::new(Vec::new());
         b.append(&header("vol", tar::EntryType::new(b'V'), 0), &[][..])
             .unwrap();
         let e = walk(&b.into_inner().unwrap()).unwrap_err();
         assert!(
-            matches!(&e, Error::UnsupportedEntry { entry, kind: 'V', .. } if entry == "vol"),
+            matches!(&e, OciError::UnsupportedEntry { entry, kind: 'V', .. } if entry == "vol"),
             "{e}"
         );
         // A symlink without a target.
@@ -422,7 +423,7 @@ mod tests {
         assert!(
             matches!(
                 &e,
-                Error::Entry {
+                OciError::Entry {
                     problem: EntryProblem::PathTooLong,
                     ..
                 }
@@ -453,7 +454,10 @@ mod tests {
             100,
         )
         .unwrap_err();
-        assert!(matches!(e, Error::UnpackedTooLarge { limit: 1000 }), "{e}");
+        assert!(
+            matches!(e, OciError::UnpackedTooLarge { limit: 1000 }),
+            "{e}"
+        );
         let budget = AtomicU64::new(0);
         let e = walk_tar(
             &bytes[..],
@@ -468,7 +472,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Entry {
+                OciError::Entry {
                     problem: EntryProblem::TooManyEntries(2),
                     ..
                 }

@@ -13,12 +13,13 @@
 //! # }
 //! ```
 //!
-//! Modules: [`mod@reference`] (parsing), [`digest`] (verification), [`tree`] (the layer merge and its
+//! Modules: [`mod@reference`] (parsing), [`name`] (references or image ids), [`digest`] (verification), [`tree`] (the layer merge and its
 //! path-safety rules), [`progress`]; the store (`store`, `pull`, `import`, `assemble`) downloads
 //! through `registry` and writes through `pack`.
 
 pub mod digest;
 pub mod error;
+pub mod name;
 pub mod platform;
 pub mod progress;
 pub mod reference;
@@ -37,9 +38,10 @@ mod store;
 
 pub use auth::default_docker_config;
 pub use digest::Digest;
-pub use error::{Error, Result, chain};
+pub use error::{OciError, Result, chain};
 pub use manifest::ImageConfig;
-pub use pack::{ImageFormat, erofs_available};
+pub use name::{ImageName, MIN_ID_PREFIX};
+pub use pack::{ImageFormat, PAD_BYTES, SECTOR_BYTES, attachable_size, erofs_available};
 pub use platform::Platform;
 pub use progress::{LayerProgress, NoProgress, Phase, Progress, ProgressSink};
 pub use reference::{Reference, ReferenceError};

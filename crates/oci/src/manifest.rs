@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::platform::Platform;
 
 pub(crate) const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -76,8 +76,8 @@ pub struct ImageConfig {
     pub stop_signal: String,
 }
 
-fn invalid(what: &'static str, digest: &Digest, reason: impl Into<String>) -> Error {
-    Error::InvalidManifest {
+fn invalid(what: &'static str, digest: &Digest, reason: impl Into<String>) -> OciError {
+    OciError::InvalidManifest {
         what,
         digest: digest.to_string(),
         reason: reason.into(),
@@ -111,7 +111,7 @@ struct Probe {
 /// Parses a manifest or an index whose bytes hash to `digest`.
 pub(crate) fn parse(bytes: &[u8], digest: &Digest) -> Result<Parsed> {
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(Error::TooLarge {
+        return Err(OciError::TooLarge {
             what: "manifest",
             digest: digest.to_string(),
             size: bytes.len() as u64,
@@ -135,7 +135,7 @@ pub(crate) fn parse(bytes: &[u8], digest: &Digest) -> Result<Parsed> {
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
         None => probe.manifests.is_some(),
         Some(other) => {
-            return Err(Error::UnsupportedMediaType {
+            return Err(OciError::UnsupportedMediaType {
                 what: "manifest",
                 digest: digest.to_string(),
                 media_type: other.to_owned(),
@@ -180,14 +180,14 @@ pub(crate) fn parse(bytes: &[u8], digest: &Digest) -> Result<Parsed> {
         .map_err(|e| invalid("manifest", digest, e.to_string()))?;
     let config = descriptor("manifest", digest, m.config())?;
     if config.media_type != OCI_CONFIG && config.media_type != DOCKER_CONFIG {
-        return Err(Error::UnsupportedMediaType {
+        return Err(OciError::UnsupportedMediaType {
             what: "image config (this is not a container image)",
             digest: config.digest.to_string(),
             media_type: config.media_type,
         });
     }
     if config.size > MAX_CONFIG_BYTES {
-        return Err(Error::TooLarge {
+        return Err(OciError::TooLarge {
             what: "image config",
             digest: config.digest.to_string(),
             size: config.size,
@@ -214,7 +214,7 @@ pub(crate) fn parse(bytes: &[u8], digest: &Digest) -> Result<Parsed> {
                 } else {
                     ""
                 };
-                return Err(Error::UnsupportedMediaType {
+                return Err(OciError::UnsupportedMediaType {
                     what: if hint.is_empty() {
                         "layer"
                     } else {
@@ -358,7 +358,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::InvalidManifest {
+                OciError::InvalidManifest {
                     what: "manifest",
                     ..
                 }
@@ -369,7 +369,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::TooLarge {
+                OciError::TooLarge {
                     what: "manifest",
                     ..
                 }
@@ -378,9 +378,9 @@ mod tests {
         );
         let bad_digest = manifest(OCI_LAYER_TAR, OCI_CONFIG).replacen(H, "sha256:1234", 2);
         let e = parse(bad_digest.as_bytes(), &d()).unwrap_err();
-        assert!(matches!(e, Error::InvalidManifest { .. }), "{e}");
+        assert!(matches!(e, OciError::InvalidManifest { .. }), "{e}");
         let e = parse(br#"{"schemaVersion":2,"mediaType":"text/html"}"#, &d()).unwrap_err();
-        assert!(matches!(e, Error::UnsupportedMediaType { .. }), "{e}");
+        assert!(matches!(e, OciError::UnsupportedMediaType { .. }), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! fetch and verify the config, then assemble the root image.
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::manifest::{self, Manifest, Parsed};
 use crate::pack::ImageFormat;
 use crate::platform::Platform;
@@ -10,6 +10,15 @@ use crate::progress::{Phase, ProgressSink, Reporter};
 use crate::reference::Reference;
 use crate::registry::Session;
 use crate::store::{ImageStore, PackedImage, PullOptions};
+
+/// What a pull or an import resolved to: the manifest to pack and the references to record.
+pub(crate) struct Resolved {
+    pub references: Vec<String>,
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    /// The index the manifest was chosen from, if any.
+    pub index_digest: Option<Digest>,
+}
 
 impl ImageStore {
     /// Pulls `reference` and packs it; returns the packed image (found in the store if it was
@@ -23,11 +32,7 @@ impl ImageStore {
     ) -> Result<PackedImage> {
         let _shared = self.inner.gc.read().await;
         let reporter = Reporter::new(&progress);
-        let platform = opts
-            .platform
-            .clone()
-            .unwrap_or_else(|| self.inner.options.platform.clone());
-        let format = opts.format.unwrap_or(self.inner.options.format);
+        let (platform, format) = self.inner.choices(opts.platform.as_ref(), opts.format);
         reporter.message(Phase::Resolving, vec![], format!("resolving {reference}"));
 
         let session = self.inner.registries.session(reference, opts.insecure)?;
@@ -36,7 +41,7 @@ impl ImageStore {
             Parsed::Manifest(m) => (digest, m, None),
             Parsed::Index(entries) => {
                 let entry = manifest::choose(&entries, &platform).ok_or_else(|| {
-                    Error::PlatformNotFound {
+                    OciError::PlatformNotFound {
                         reference: reference.to_string(),
                         index: digest.clone(),
                         platform: platform.to_string(),
@@ -49,7 +54,7 @@ impl ImageStore {
                 match manifest::parse(&child_bytes, &child)? {
                     Parsed::Manifest(m) => (child, m, Some(digest)),
                     Parsed::Index(_) => {
-                        return Err(Error::InvalidManifest {
+                        return Err(OciError::InvalidManifest {
                             what: "image index",
                             digest: digest.to_string(),
                             reason: format!(
@@ -65,17 +70,14 @@ impl ImageStore {
             vec![],
             format!("resolved to {manifest_digest}"),
         );
-        self.finish(
-            Some(&session),
-            vec![reference.to_string()],
+        let resolved = Resolved {
+            references: vec![reference.to_string()],
             manifest_digest,
             manifest,
             index_digest,
-            &platform,
-            format,
-            &reporter,
-        )
-        .await
+        };
+        self.finish(Some(&session), resolved, &platform, format, &reporter)
+            .await
     }
 
     /// A manifest's bytes: from the store when pinned by digest and present, else the registry.
@@ -96,32 +98,34 @@ impl ImageStore {
     }
 
     /// Shared by pull and import: config, platform check, root image, record.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn finish(
         &self,
         session: Option<&Session>,
-        references: Vec<String>,
-        manifest_digest: Digest,
-        manifest: Manifest,
-        index_digest: Option<Digest>,
+        resolved: Resolved,
         platform: &Platform,
         format: ImageFormat,
         reporter: &Reporter<'_>,
     ) -> Result<PackedImage> {
+        let Resolved {
+            references,
+            manifest_digest,
+            manifest,
+            index_digest,
+        } = resolved;
         self.inner
             .ensure_blob(session, &manifest.config, |_| {})
             .await?;
         let config_bytes = self
             .inner
             .read_blob(&manifest.config.digest, manifest::MAX_CONFIG_BYTES)?
-            .ok_or_else(|| Error::NotCached {
+            .ok_or_else(|| OciError::NotCached {
                 manifest: manifest.config.digest.clone(),
                 format: "config blob",
             })?;
         let (config, image_platform, _diff_ids) =
             manifest::parse_config(&config_bytes, &manifest.config.digest)?;
         if platform.score(&image_platform).is_none() && !image_platform.architecture.is_empty() {
-            return Err(Error::PlatformNotFound {
+            return Err(OciError::PlatformNotFound {
                 reference: references
                     .first()
                     .cloned()

@@ -56,6 +56,8 @@ pub enum ReferenceProblem {
     Tag(String),
     #[error("{0}")]
     Digest(String),
+    #[error("an image id prefix needs at least {0} hex digits")]
+    ShortId(usize),
 }
 
 impl Reference {

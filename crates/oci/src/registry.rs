@@ -18,7 +18,7 @@ use oci_client::secrets::RegistryAuth;
 use tokio::io::AsyncWriteExt;
 
 use crate::digest::{Digest, Mismatch, Verifier};
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::manifest::{Descriptor, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::reference::Reference;
 
@@ -152,8 +152,8 @@ where
 }
 
 enum Attempt {
-    Retry(Error),
-    Fail(Error),
+    Retry(OciError),
+    Fail(OciError),
 }
 
 impl Session {
@@ -191,20 +191,20 @@ impl Session {
             _ => false,
         };
         if not_found && action == "fetch manifest of" {
-            return Attempt::Fail(Error::NotFound {
+            return Attempt::Fail(OciError::NotFound {
                 registry,
                 reference,
             });
         }
         if unauthorized {
-            return Attempt::Fail(Error::Unauthorized {
+            return Attempt::Fail(OciError::Unauthorized {
                 registry,
                 reference,
                 docker_config: self.docker_config.clone(),
             });
         }
         let retry = transient(&e);
-        let err = Error::Registry {
+        let err = OciError::Registry {
             registry,
             reference,
             action,
@@ -244,7 +244,7 @@ impl Session {
             .await?;
         let computed = Digest::sha256_of(&bytes);
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-            return Err(Error::TooLarge {
+            return Err(OciError::TooLarge {
                 what: "manifest",
                 digest: computed.to_string(),
                 size: bytes.len() as u64,
@@ -259,7 +259,7 @@ impl Session {
                 actual_digest,
             }) = checked
             {
-                return Err(Error::DigestMismatch {
+                return Err(OciError::DigestMismatch {
                     digest: expected.clone(),
                     expected_size: actual_size,
                     actual_size,
@@ -304,12 +304,12 @@ impl Session {
         if let Some(len) = stream.content_length
             && len > desc.size
         {
-            return Err(Attempt::Fail(Error::BlobTooLarge {
+            return Err(Attempt::Fail(OciError::BlobTooLarge {
                 digest: desc.digest.clone(),
                 expected_size: desc.size,
             }));
         }
-        let io_err = |action| move |e| Attempt::Fail(Error::io(action, dest)(e));
+        let io_err = |action| move |e| Attempt::Fail(OciError::io(action, dest)(e));
         let file = tokio::fs::File::create(dest)
             .await
             .map_err(io_err("create"))?;
@@ -323,7 +323,7 @@ impl Session {
                 // check below gives the precise error. A failure before the end is transient.
                 Err(e) if is_digest_error(&e) => break,
                 Err(e) => {
-                    let err = Error::Registry {
+                    let err = OciError::Registry {
                         registry: self.reference.registry().to_owned(),
                         reference: self.reference.to_string(),
                         action: "download blob from",
@@ -333,7 +333,7 @@ impl Session {
                 }
             };
             if let Err(Mismatch::TooLarge { expected }) = verifier.update(&chunk) {
-                return Err(Attempt::Fail(Error::BlobTooLarge {
+                return Err(Attempt::Fail(OciError::BlobTooLarge {
                     digest: desc.digest.clone(),
                     expected_size: expected,
                 }));
@@ -345,7 +345,7 @@ impl Session {
         if seen < desc.size && stream.content_length != Some(seen) {
             // The body stopped short of what the server announced: a broken transfer, retried.
             // (A server that announces the short size gets the precise mismatch below.)
-            let err = Error::Registry {
+            let err = OciError::Registry {
                 registry: self.reference.registry().to_owned(),
                 reference: self.reference.to_string(),
                 action: "download blob from",
@@ -361,7 +361,7 @@ impl Session {
             actual_digest,
         }) = verifier.finish()
         {
-            return Err(Attempt::Fail(Error::DigestMismatch {
+            return Err(Attempt::Fail(OciError::DigestMismatch {
                 digest: desc.digest.clone(),
                 expected_size: desc.size,
                 actual_size,
@@ -377,10 +377,10 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_client::errors::{OciEnvelope, OciError};
+    use oci_client::errors::{OciEnvelope, OciError as RegistryError};
 
     fn envelope(code: OciErrorCode) -> OciDistributionError {
-        let error = OciError {
+        let error = RegistryError {
             code,
             message: String::new(),
             detail: serde_json::Value::Null,
@@ -416,7 +416,7 @@ mod tests {
     }
 
     fn transient_err() -> Attempt {
-        Attempt::Retry(Error::Worker {
+        Attempt::Retry(OciError::Worker {
             doing: "a flaky thing",
         })
     }
@@ -446,10 +446,10 @@ mod tests {
         let mut calls = 0;
         let r: Result<()> = retry(5, "t", || {
             calls += 1;
-            async { Err(Attempt::Fail(Error::ErofsUnavailable)) }
+            async { Err(Attempt::Fail(OciError::ErofsUnavailable)) }
         })
         .await;
-        assert!(matches!(r, Err(Error::ErofsUnavailable)));
+        assert!(matches!(r, Err(OciError::ErofsUnavailable)));
         assert_eq!(calls, 1, "permanent errors are not retried");
     }
 }

@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{RwLock, Semaphore};
 
 use crate::digest::{Algorithm, Digest};
-use crate::error::{Error, Result};
+use crate::error::{OciError, Result};
 use crate::flight::Flights;
-use crate::manifest::{Descriptor, ImageConfig, Parsed};
+use crate::manifest::{Descriptor, ImageConfig, Manifest, Parsed};
 use crate::pack::ImageFormat;
 use crate::platform::Platform;
+use crate::progress::{LayerProgress, Phase, Progress};
 use crate::reference::Reference;
 use crate::registry::{Registries, Session};
 
@@ -82,9 +83,16 @@ pub struct PullOptions {
 /// Per-import choices.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// Reference to record (and, in an archive holding several images, the one to import).
-    pub reference: Option<Reference>,
+    /// A reference to record for the imported image, besides the names it has in the archive
+    /// (docker's `load`, then `tag`).
+    pub tag: Option<Reference>,
+    /// Which image of an archive holding several to import: its name there (an OCI layout's
+    /// `org.opencontainers.image.ref.name`, one of a `docker save` image's `RepoTags`), as
+    /// written or as the same reference once normalised.
+    pub select: Option<String>,
+    /// Default: [`StoreOptions::platform`]; picks from an image index.
     pub platform: Option<Platform>,
+    /// Default: [`StoreOptions::format`].
     pub format: Option<ImageFormat>,
 }
 
@@ -130,8 +138,44 @@ pub struct StoreStats {
 
 #[derive(Debug, Clone)]
 pub(crate) struct BlobState {
-    pub phase: crate::progress::Phase,
+    pub phase: Phase,
     pub current: u64,
+}
+
+/// Progress of one build, shared with every waiter.
+#[derive(Debug, Clone)]
+pub(crate) struct PackState {
+    pub phase: Phase,
+    pub layers: Vec<LayerProgress>,
+    pub message: String,
+}
+
+impl PackState {
+    pub fn new(manifest: &Manifest) -> PackState {
+        let layers = manifest
+            .layers
+            .iter()
+            .map(|l| LayerProgress {
+                digest: l.digest.clone(),
+                phase: Phase::Downloading,
+                current_bytes: 0,
+                total_bytes: l.size,
+            })
+            .collect();
+        PackState {
+            phase: Phase::Downloading,
+            layers,
+            message: String::new(),
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            phase: self.phase,
+            layers: self.layers.clone(),
+            message: self.message.clone(),
+        }
+    }
 }
 
 /// A root image that was just written, or found.
@@ -149,7 +193,7 @@ pub(crate) struct Inner {
     pub downloads: Semaphore,
     pub cpus: Semaphore,
     pub blob_flights: Flights<Digest, BlobState, ()>,
-    pub pack_flights: Flights<(Digest, ImageFormat), crate::assemble::PackState, Packed>,
+    pub pack_flights: Flights<(Digest, ImageFormat), PackState, Packed>,
     /// Pulls and imports hold it shared; garbage collection exclusively.
     pub gc: RwLock<()>,
     next_temp: AtomicU64,
@@ -174,14 +218,14 @@ impl std::fmt::Debug for ImageStore {
 }
 
 fn mkdir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(Error::io("create directory", path))
+    fs::create_dir_all(path).map_err(OciError::io("create directory", path))
 }
 
 /// fsyncs a directory so a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(Error::io("sync directory", dir))
+        .map_err(OciError::io("sync directory", dir))
 }
 
 impl ImageStore {
@@ -195,20 +239,21 @@ impl ImageStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(Error::io("open lock file", &lock_path))?;
+            .map_err(OciError::io("open lock file", &lock_path))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| Error::StoreLocked {
+            |_| OciError::StoreLocked {
                 root: root.to_owned(),
                 lock: lock_path.clone(),
             },
         )?;
         let tmp = root.join("tmp");
         if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(Error::io("clean leftovers in", &tmp))?;
+            fs::remove_dir_all(&tmp).map_err(OciError::io("clean leftovers in", &tmp))?;
         }
         for dir in [tmp.clone(), root.join("blobs"), root.join("images")] {
             mkdir(&dir)?;
         }
+        pad_unattachable_images(root);
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let registries = Registries::new(
             options.insecure_registries.clone(),
@@ -271,11 +316,11 @@ impl ImageStore {
             Ok(meta) => {
                 tokio::fs::remove_file(&path)
                     .await
-                    .map_err(Error::io("remove root image", &path))?;
+                    .map_err(OciError::io("remove root image", &path))?;
                 Ok(meta.len())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(Error::io("inspect root image", &path)(e)),
+            Err(e) => Err(OciError::io("inspect root image", &path)(e)),
         }
     }
 
@@ -288,7 +333,7 @@ impl ImageStore {
         let keep = keep.to_vec();
         tokio::task::spawn_blocking(move || inner.collect_garbage(&keep))
             .await
-            .map_err(|_| Error::Worker {
+            .map_err(|_| OciError::Worker {
                 doing: "collecting garbage",
             })?
     }
@@ -302,6 +347,18 @@ fn alg_dir(d: &Digest) -> &'static str {
 }
 
 impl Inner {
+    /// The platform and format a pull or import uses: its own, else the store's.
+    pub fn choices(
+        &self,
+        platform: Option<&Platform>,
+        format: Option<ImageFormat>,
+    ) -> (Platform, ImageFormat) {
+        (
+            platform.unwrap_or(&self.options.platform).clone(),
+            format.unwrap_or(self.options.format),
+        )
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs").join(alg_dir(d)).join(d.hex())
     }
@@ -324,7 +381,7 @@ impl Inner {
     pub fn commit(&self, tmp: &Path, dest: &Path) -> Result<()> {
         let dir = dest.parent().expect("store paths have parents");
         mkdir(dir)?;
-        fs::rename(tmp, dest).map_err(Error::io("move into the store", dest))?;
+        fs::rename(tmp, dest).map_err(OciError::io("move into the store", dest))?;
         sync_dir(dir)
     }
 
@@ -340,7 +397,7 @@ impl Inner {
             std::io::Write::write_all(&mut f, bytes)?;
             f.sync_all()
         };
-        write().map_err(Error::io("write", &tmp))?;
+        write().map_err(OciError::io("write", &tmp))?;
         self.commit(&tmp, &dest)
     }
 
@@ -352,7 +409,7 @@ impl Inner {
         let (inner, digest, bytes) = (self.clone(), digest.clone(), bytes.to_vec());
         tokio::task::spawn_blocking(move || inner.put_blob(&digest, &bytes))
             .await
-            .map_err(|_| Error::Worker {
+            .map_err(|_| OciError::Worker {
                 doing: "storing a manifest",
             })?
     }
@@ -363,13 +420,13 @@ impl Inner {
         let f = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("open blob", &path)(e)),
+            Err(e) => return Err(OciError::io("open blob", &path)(e)),
         };
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut buf)
-            .map_err(Error::io("read blob", &path))?;
+            .map_err(OciError::io("read blob", &path))?;
         if buf.len() as u64 > limit {
-            return Err(Error::TooLarge {
+            return Err(OciError::TooLarge {
                 what: "blob",
                 digest: digest.to_string(),
                 size: buf.len() as u64,
@@ -392,7 +449,7 @@ impl Inner {
             Ok(m) if m.len() == desc.size => return Ok(()),
             Ok(m) => {
                 // Same content, so the descriptor's size is wrong.
-                return Err(Error::DigestMismatch {
+                return Err(OciError::DigestMismatch {
                     digest: desc.digest.clone(),
                     expected_size: desc.size,
                     actual_size: m.len(),
@@ -402,22 +459,26 @@ impl Inner {
             Err(_) => {}
         }
         let Some(session) = session else {
-            return Err(Error::Import {
+            return Err(OciError::Import {
                 path: self.root.clone(),
                 reason: format!("blob {} is missing", desc.digest),
             });
         };
         let start = BlobState {
-            phase: crate::progress::Phase::Downloading,
+            phase: Phase::Downloading,
             current: 0,
         };
         let (inner, session, d) = (self.clone(), session.clone(), desc.clone());
         let rx = self
             .blob_flights
             .join(desc.digest.clone(), start, move |tx| async move {
-                let _permit = inner.downloads.acquire().await.map_err(|_| Error::Worker {
-                    doing: "waiting for a download slot",
-                })?;
+                let _permit = inner
+                    .downloads
+                    .acquire()
+                    .await
+                    .map_err(|_| OciError::Worker {
+                        doing: "waiting for a download slot",
+                    })?;
                 let dest = inner.blob_path(&d.digest);
                 if fs::metadata(&dest).is_ok_and(|m| m.len() == d.size) {
                     return Ok(());
@@ -439,13 +500,13 @@ impl Inner {
                 session.download(&d, &tmp, &progress).await?;
                 tx.send_modify(|s| {
                     if let crate::flight::State::Running(b) = s {
-                        b.phase = crate::progress::Phase::Verifying;
+                        b.phase = Phase::Verifying;
                     }
                 });
                 let inner2 = inner.clone();
                 tokio::task::spawn_blocking(move || inner2.commit(&tmp, &dest))
                     .await
-                    .map_err(|_| Error::Worker {
+                    .map_err(|_| OciError::Worker {
                         doing: "storing a blob",
                     })?
             });
@@ -512,18 +573,58 @@ impl Inner {
     }
 }
 
+/// Root images written before every image was padded can be a size no block device takes
+/// (spore <= 0.1 when the last data written was a duplicate). Padding them in place is safe:
+/// both formats ignore trailing zeros, and no zone can be using an image it could not attach.
+/// A failure only leaves that image as it was, for the launch check to report.
+fn pad_unattachable_images(root: &Path) {
+    for format in [ImageFormat::Squashfs, ImageFormat::Erofs] {
+        for alg in ["sha256", "sha512"] {
+            let dir = root.join("images").join(format.name()).join(alg);
+            for entry in read_dir(&dir).unwrap_or_default() {
+                let path = entry.path();
+                let padded = File::options()
+                    .write(true)
+                    .open(&path)
+                    .map_err(OciError::io("open root image", &path))
+                    .and_then(|f| {
+                        let old = f.metadata().map_err(OciError::io("inspect", &path))?.len();
+                        if crate::pack::attachable_size(old) {
+                            return Ok(None);
+                        }
+                        let new = crate::pack::pad(&f, &path)?;
+                        f.sync_all()
+                            .map_err(OciError::io("sync root image", &path))?;
+                        Ok(Some((old, new)))
+                    });
+                match padded {
+                    Ok(Some((old, new))) => {
+                        tracing::info!(image = %path.display(), old, new, "padded a root image to whole sectors")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        image = %path.display(),
+                        "cannot pad a root image to whole sectors: {}",
+                        crate::error::chain(&e)
+                    ),
+                }
+            }
+        }
+    }
+}
+
 fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     match fs::read_dir(dir) {
         Ok(rd) => rd
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(Error::io("list", dir)),
+            .map_err(OciError::io("list", dir)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::io("list", dir)(e)),
+        Err(e) => Err(OciError::io("list", dir)(e)),
     }
 }
 
 fn remove_file(path: &Path) -> Result<u64> {
     let len = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
-    fs::remove_file(path).map_err(Error::io("remove", path))?;
+    fs::remove_file(path).map_err(OciError::io("remove", path))?;
     Ok(len)
 }

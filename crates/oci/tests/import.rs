@@ -8,7 +8,7 @@ use std::process::Command;
 
 use spore_oci::tree::EntryProblem;
 use spore_oci::{
-    Error, ImageFormat, ImageStore, ImportOptions, NoProgress, Reference, StoreOptions,
+    ImageFormat, ImageStore, ImportOptions, NoProgress, OciError, Reference, StoreOptions,
 };
 use support::fstree;
 use support::ociwriter::{self as w, Image};
@@ -73,31 +73,86 @@ async fn imports_an_oci_layout_directory() {
     let tree = fstree::unsquashfs(&img.path, &out);
     assert!(tree.contains_key("etc/motd") && !tree.contains_key("bin/tool"));
 
-    // Named explicitly, the reference is recorded; an unknown name is refused with the names.
-    let named = ImportOptions {
-        reference: Some(Reference::parse("example.com/app:v2").unwrap()),
+    // A tag is recorded for the image, whatever it is called in the layout (docker load + tag).
+    let tagged = ImportOptions {
+        tag: Some(Reference::parse("example.com/app:v2").unwrap()),
         ..Default::default()
     };
-    let e = store.import(&layout, &named, NoProgress).await.unwrap_err();
+    let img = store.import(&layout, &tagged, NoProgress).await.unwrap();
+    assert_eq!(img.manifest_digest.to_string(), written.manifest_digest);
+    assert_eq!(img.references, ["example.com/app:v2"]);
+    // A selector must name an image in the layout; the error lists the names.
+    let unknown = ImportOptions {
+        select: Some("v2".into()),
+        ..Default::default()
+    };
+    let e = store
+        .import(&layout, &unknown, NoProgress)
+        .await
+        .unwrap_err();
     assert!(
         e.to_string()
-            .contains("no image named example.com/app:v2 (names: v1)"),
+            .contains(r#"no image named "v2" in it (names: v1)"#),
         "{e}"
     );
-    // A layout's bare tag matches a reference with that tag, which is recorded.
-    let by_tag = ImportOptions {
-        reference: Some(Reference::parse("example.com/app:v1").unwrap()),
-        ..Default::default()
-    };
-    let img = store.import(&layout, &by_tag, NoProgress).await.unwrap();
-    assert_eq!(img.references, ["example.com/app:v1"]);
-    let tagged = ImportOptions {
-        reference: Some(Reference::parse("local/app:v1").unwrap()),
-        ..Default::default()
-    };
+    // A layout name that is a full reference is recorded after the tag.
     w::write_layout(&layout, "docker.io/local/app:v1", &written);
-    let img = store.import(&layout, &tagged, NoProgress).await.unwrap();
-    assert_eq!(img.references, ["docker.io/local/app:v1"]);
+    let both = ImportOptions {
+        tag: Some(Reference::parse("other/app:2").unwrap()),
+        select: Some("local/app:v1".into()),
+        ..Default::default()
+    };
+    let img = store.import(&layout, &both, NoProgress).await.unwrap();
+    assert_eq!(
+        img.references,
+        ["docker.io/other/app:2", "docker.io/local/app:v1"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_of_several_images_needs_a_selector() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let a = w::write_image(&layout, &sample());
+    let b = w::write_image(
+        &layout,
+        &Image::new(vec![w::layer(vec![w::file("only-in-b", "b")])]),
+    );
+    w::write_layout(&layout, "a", &a);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": b.manifest_digest, "size": b.manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": "b"},
+        }));
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let store = open(tmp.path());
+
+    // Neither a selector nor a tag picks one: the error names them all.
+    let tag_only = ImportOptions {
+        tag: Some(Reference::parse("a").unwrap()),
+        ..Default::default()
+    };
+    for opts in [ImportOptions::default(), tag_only] {
+        let e = store.import(&layout, &opts, NoProgress).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("it holds 2 images (names: a, b): select one by name"),
+            "{e}"
+        );
+    }
+    let select_b = ImportOptions {
+        select: Some("b".into()),
+        tag: Some(Reference::parse("myorg/b:1").unwrap()),
+        ..Default::default()
+    };
+    let img = store.import(&layout, &select_b, NoProgress).await.unwrap();
+    assert_eq!(img.manifest_digest.to_string(), b.manifest_digest);
+    assert_eq!(img.references, ["docker.io/myorg/b:1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +209,28 @@ async fn imports_a_docker_save_archive() {
         .unwrap();
     assert_eq!(again.manifest_digest, img.manifest_digest);
     assert_eq!(store.stats().images_packed, 1);
+    // A tag is recorded first, the archive's RepoTags after it; a selector names a RepoTag.
+    let opts = ImportOptions {
+        tag: Some(Reference::parse("myorg/app:1").unwrap()),
+        select: Some("docker.io/library/busybox:1.36".into()),
+        ..Default::default()
+    };
+    let tagged = store.import(&archive, &opts, NoProgress).await.unwrap();
+    assert_eq!(
+        tagged.references,
+        ["docker.io/myorg/app:1", "docker.io/library/busybox:1.36"]
+    );
+    let opts = ImportOptions {
+        select: Some("busybox:1.37".into()),
+        ..Default::default()
+    };
+    let e = store.import(&archive, &opts, NoProgress).await.unwrap_err();
+    assert!(
+        e.to_string().contains(
+            r#"no image named "busybox:1.37" in it (names: docker.io/library/busybox:1.36)"#
+        ),
+        "{e}"
+    );
 
     // A tampered layer is refused.
     let bad = tmp.path().join("bad.tar");
@@ -186,7 +263,7 @@ async fn imports_a_docker_save_archive() {
         .import(&bad, &ImportOptions::default(), NoProgress)
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    assert!(matches!(e, OciError::DigestMismatch { .. }), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +297,7 @@ async fn imports_reject_what_is_not_an_image() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::DigestMismatch { digest, .. } if digest.to_string() == written.layer_digests[1]),
+        matches!(&e, OciError::DigestMismatch { digest, .. } if digest.to_string() == written.layer_digests[1]),
         "{e}"
     );
     assert!(!store.has_blob(&written.layer_digests[1].parse().unwrap()));
@@ -230,7 +307,7 @@ async fn imports_reject_what_is_not_an_image() {
 
 async fn import_layers(
     layers: Vec<Vec<w::Entry>>,
-) -> (tempfile::TempDir, Result<spore_oci::PackedImage, Error>) {
+) -> (tempfile::TempDir, Result<spore_oci::PackedImage, OciError>) {
     let tmp = tempfile::tempdir().unwrap();
     let image = Image::new(layers.into_iter().map(w::layer).collect());
     let (layout, _) = layout(tmp.path(), &image);
@@ -245,9 +322,9 @@ fn listing(img: &spore_oci::PackedImage) -> String {
     support::run(Command::new("unsquashfs").arg("-lln").arg(&img.path))
 }
 
-fn entry_problem(e: &Error) -> (&str, &EntryProblem) {
+fn entry_problem(e: &OciError) -> (&str, &EntryProblem) {
     match e.unshared() {
-        Error::Entry { entry, problem, .. } => (entry.as_str(), problem),
+        OciError::Entry { entry, problem, .. } => (entry.as_str(), problem),
         other => panic!("expected an entry error, got {other}"),
     }
 }

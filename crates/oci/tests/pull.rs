@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use spore_oci::{Error, ImageFormat, NoProgress, PullOptions, Reference};
+use spore_oci::{ImageFormat, NoProgress, OciError, PullOptions, Reference};
 use support::ociwriter::{self as w, Compression, Image};
 use support::registry::Registry;
 use support::{fstree, skopeo_push};
@@ -280,7 +280,7 @@ async fn index_with_two_platforms_picks_by_platform_and_variant() {
     };
     let e = store.pull(&r, &riscv, NoProgress).await.unwrap_err();
     assert!(
-        matches!(&e, Error::PlatformNotFound { available, .. } if available == "linux/arm64/v8, linux/amd64"),
+        matches!(&e, OciError::PlatformNotFound { available, .. } if available == "linux/arm64/v8, linux/amd64"),
         "{e}"
     );
     let v7 = PullOptions {
@@ -289,7 +289,7 @@ async fn index_with_two_platforms_picks_by_platform_and_variant() {
     };
     assert!(matches!(
         store.pull(&r, &v7, NoProgress).await.unwrap_err(),
-        Error::PlatformNotFound { .. }
+        OciError::PlatformNotFound { .. }
     ));
 }
 
@@ -340,7 +340,7 @@ async fn corrupted_blob_is_rejected_and_nothing_is_cached() {
         .unwrap_err();
     let text = spore_oci::chain(&e);
     match e.unshared() {
-        Error::DigestMismatch {
+        OciError::DigestMismatch {
             digest,
             expected_size,
             actual_size,
@@ -508,7 +508,7 @@ async fn cached_image_by_digest_needs_no_registry() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Registry { .. }), "{e}");
+    assert!(matches!(e, OciError::Registry { .. }), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,7 +651,7 @@ async fn missing_image_is_named() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Registry { .. }), "{e}");
+    assert!(matches!(e, OciError::Registry { .. }), "{e}");
 }
 
 /// bcrypt of "s3cret" (made once with Python's crypt; a fixture, not a secret).
@@ -683,7 +683,7 @@ async fn credentials_from_the_docker_config() {
         .pull(&r, &PullOptions::default(), NoProgress)
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+    assert!(matches!(e, OciError::Unauthorized { .. }), "{e}");
     assert!(e.to_string().contains("docker login"), "{e}");
 
     // `auths` in the Docker config: basic auth, and the pull goes through.

@@ -3,7 +3,7 @@
 
 mod support;
 
-use spore_oci::{Error, ImageFormat, ImageStore, ImportOptions, NoProgress, StoreOptions};
+use spore_oci::{ImageFormat, ImageStore, ImportOptions, NoProgress, OciError, StoreOptions};
 use support::ociwriter::{self as w, Image};
 
 fn options(dir: &std::path::Path) -> StoreOptions {
@@ -19,7 +19,7 @@ fn a_second_open_is_refused_while_the_first_is_alive() {
     let root = tmp.path().join("store");
     let first = ImageStore::open(&root, options(tmp.path())).unwrap();
     let e = ImageStore::open(&root, options(tmp.path())).unwrap_err();
-    assert!(matches!(e, Error::StoreLocked { .. }), "{e}");
+    assert!(matches!(e, OciError::StoreLocked { .. }), "{e}");
     assert!(e.to_string().contains("in use by another process"), "{e}");
     drop(first);
     ImageStore::open(&root, options(tmp.path())).unwrap();
@@ -41,6 +41,32 @@ fn open_removes_what_a_crash_left() {
             .next()
             .is_none()
     );
+}
+
+#[test]
+fn open_pads_root_images_that_no_block_device_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    drop(ImageStore::open(&root, options(tmp.path())).unwrap());
+    // What an older spore could leave: a squashfs of 2,221,954 bytes, and an aligned erofs.
+    let hex = "ab".repeat(32);
+    let odd = root.join(format!("images/squashfs/sha256/{hex}.squashfs"));
+    let aligned = root.join(format!("images/erofs/sha256/{hex}.erofs"));
+    for path in [&odd, &aligned] {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    }
+    let content: Vec<u8> = (0..2_221_954u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&odd, &content).unwrap();
+    std::fs::write(&aligned, vec![1u8; 1024]).unwrap();
+    let store = ImageStore::open(&root, options(tmp.path())).unwrap();
+    let padded = std::fs::read(&odd).unwrap();
+    assert_eq!(padded.len(), 2_224_128, "the next multiple of 4096");
+    assert!(spore_oci::attachable_size(padded.len() as u64));
+    assert_eq!(&padded[..content.len()], &content[..], "contents kept");
+    assert!(padded[content.len()..].iter().all(|b| *b == 0));
+    // An image a block device already takes is left alone.
+    assert_eq!(std::fs::metadata(&aligned).unwrap().len(), 1024);
+    drop(store);
 }
 
 async fn import(

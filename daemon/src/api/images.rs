@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use spore_api::v1;
-use spore_oci::{ImportOptions, PullOptions, Reference};
+use spore_oci::{ImageName, ImportOptions, PullOptions, Reference};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -18,6 +18,18 @@ pub fn pull(
     daemon: &Arc<Daemon>,
     request: v1::PullImageRequest,
 ) -> Result<Stream_<v1::PullImageResponse>, Status> {
+    if let Ok(
+        ImageName::Id(_)
+        | ImageName::IdPrefix {
+            reference: None, ..
+        },
+    ) = ImageName::parse(&request.reference)
+    {
+        return Err(Status::invalid_argument(format!(
+            "reference: {:?} is an image id, which no registry serves: pull by name (repository[:tag] or repository@sha256:...)",
+            request.reference
+        )));
+    }
     let reference = Reference::parse(&request.reference)
         .map_err(|e| Status::invalid_argument(format!("reference: {e}")))?;
     let opts = PullOptions {
@@ -63,7 +75,8 @@ pub fn import(
         )
     };
     let opts = ImportOptions {
-        reference,
+        tag: reference,
+        select: (!request.select.is_empty()).then(|| request.select.clone()),
         platform: platform(&request.platform)
             .map_err(|e| Status::invalid_argument(format!("platform: {e}")))?,
         format: Some(format_from_api(

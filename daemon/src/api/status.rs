@@ -36,14 +36,18 @@ pub fn from_daemon(e: DaemonError) -> Status {
         | DaemonError::NotDestroyed { .. } => Status::failed_precondition(chain(&e)),
         DaemonError::Backend { .. } => internal(&e),
         DaemonError::Zone(z) => from_zone(z),
+        DaemonError::Image(i) => {
+            let status = from_image(i);
+            Status::new(status.code(), format!("spec.image: {}", status.message()))
+        }
     }
 }
 
 pub fn from_image(e: ImageError) -> Status {
-    use spore_oci::Error as O;
+    use spore_oci::OciError as O;
     let message = chain(&e);
     match &e {
-        ImageError::NotFound(_) => Status::not_found(message),
+        ImageError::NotFound(_) | ImageError::NoSuchId(_) => Status::not_found(message),
         ImageError::Ambiguous { .. } | ImageError::InUse { .. } => {
             Status::failed_precondition(message)
         }
@@ -51,9 +55,11 @@ pub fn from_image(e: ImageError) -> Status {
         ImageError::Zone(_) => Status::failed_precondition(message),
         ImageError::Store(_) => Status::internal(message),
         ImageError::Oci(o) => match o.unshared() {
-            O::Reference(_) | O::Digest(_) | O::Platform(_) | O::Import { .. } => {
-                Status::invalid_argument(message)
-            }
+            O::Reference(_)
+            | O::Digest(_)
+            | O::Platform(_)
+            | O::Import { .. }
+            | O::ImportUnreadable { .. } => Status::invalid_argument(message),
             O::NotFound { .. } | O::NotCached { .. } => Status::not_found(message),
             O::Unauthorized { .. } => Status::permission_denied(message),
             O::PlatformNotFound { .. } | O::ErofsUnavailable | O::ErofsNeedsRoot { .. } => {

@@ -19,7 +19,7 @@ use redb::{
 use spore_api::v1;
 use uuid::Uuid;
 
-pub use records::{ImageRecord, Reservation, ZoneRecord, image_key};
+pub use records::{ImageRecord, Reservation, ZoneImage, ZoneRecord, image_key};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ZONES: TableDefinition<u128, &[u8]> = TableDefinition::new("zones");
@@ -287,7 +287,24 @@ impl Store {
             images.insert(key.as_str(), bytes.as_slice())?;
             let mut refs = txn.open_table(IMAGE_REFS)?;
             for reference in &record.image.references {
-                refs.insert(reference.as_str(), key.as_str())?;
+                let previous = refs
+                    .insert(reference.as_str(), key.as_str())?
+                    .map(|v| v.value().to_string());
+                // A reference names one image (docker's tag): it leaves the one it named.
+                let Some(old_key) = previous.filter(|k| *k != key) else {
+                    continue;
+                };
+                let old = images.get(old_key.as_str())?.map(|v| v.value().to_vec());
+                let Some(old) = old else { continue };
+                let mut old: ImageRecord = decode_json(&old, &old_key)?;
+                if old.image.manifest_digest != record.image.manifest_digest {
+                    old.image.references.retain(|r| r != reference);
+                    let bytes = serde_json::to_vec(&old).map_err(|e| StoreError::Corrupt {
+                        what: format!("image {old_key}"),
+                        source: Box::new(e),
+                    })?;
+                    images.insert(old_key.as_str(), bytes.as_slice())?;
+                }
             }
         }
         txn.commit()?;

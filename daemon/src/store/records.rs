@@ -23,6 +23,20 @@ pub struct ZoneRecord {
     pub max_vcpus: u32,
     #[prost(uint64, tag = "5")]
     pub max_memory_mib: u64,
+    /// The spec's image, resolved once at CreateZone (unset in records of older daemons).
+    #[prost(oneof = "ZoneImage", tags = "6, 7")]
+    pub image: Option<ZoneImage>,
+}
+
+/// What a zone boots, as CreateZone resolved its spec's image.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ZoneImage {
+    /// A normalised reference: the image recorded under it, else a pull.
+    #[prost(string, tag = "6")]
+    Reference(String),
+    /// A cached image named by its id: the manifest digest (`image_key` names the record).
+    #[prost(string, tag = "7")]
+    Id(String),
 }
 
 impl ZoneRecord {
@@ -33,6 +47,7 @@ impl ZoneRecord {
             root_image: String::new(),
             max_vcpus: 0,
             max_memory_mib: 0,
+            image: None,
         }
     }
 

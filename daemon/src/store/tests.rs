@@ -154,3 +154,77 @@ fn corrupt_zone_record_is_reported_not_panicked() {
     let err = store.load_zones().unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
+
+fn image(hex: char, references: &[&str]) -> ImageRecord {
+    let digest = |c: char| {
+        spore_oci::Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    };
+    ImageRecord {
+        image: spore_oci::PackedImage {
+            references: references.iter().map(|r| r.to_string()).collect(),
+            manifest_digest: digest(hex),
+            index_digest: None,
+            config_digest: digest('c'),
+            platform: spore_oci::Platform::default(),
+            format: spore_oci::ImageFormat::Squashfs,
+            path: format!("/images/{hex}.squashfs").into(),
+            size_bytes: 4096,
+            layers: Vec::new(),
+            config: Default::default(),
+        },
+        created_at_ms: 0,
+        last_used_ms: 0,
+    }
+}
+
+#[test]
+fn a_reference_moves_to_the_image_last_recorded_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db"), 100).unwrap();
+    let old = image('a', &["docker.io/myorg/app:1", "docker.io/myorg/app:old"]);
+    store.put_image(&old).unwrap();
+    // The same manifest in another format keeps sharing its references.
+    let mut erofs = old.clone();
+    erofs.image.format = spore_oci::ImageFormat::Erofs;
+    store.put_image(&erofs).unwrap();
+    assert_eq!(
+        store.image(&old.key()).unwrap().unwrap().image.references,
+        ["docker.io/myorg/app:1", "docker.io/myorg/app:old"]
+    );
+    let new = image('b', &["docker.io/myorg/app:1"]);
+    store.put_image(&new).unwrap();
+    assert_eq!(
+        store
+            .image_by_reference("docker.io/myorg/app:1")
+            .unwrap()
+            .unwrap()
+            .key(),
+        new.key()
+    );
+    // The previous holder (the record the reference pointed at) no longer lists it.
+    assert_eq!(
+        store.image(&erofs.key()).unwrap().unwrap().image.references,
+        ["docker.io/myorg/app:old"]
+    );
+}
+
+#[test]
+fn a_zone_keeps_its_resolved_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let id = Uuid::new_v4();
+    let mut record = zone(id, "web", v1::ZoneState::Pending);
+    record.image = Some(ZoneImage::Id(format!("sha256:{}", "a".repeat(64))));
+    {
+        let store = Store::open(&path, 100).unwrap();
+        store
+            .commit(ZoneWrite {
+                put: Some(record.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let store = Store::open(&path, 100).unwrap();
+    let zones = store.load_zones().unwrap();
+    assert_eq!(zones[0].image, record.image);
+}

@@ -19,8 +19,8 @@ use rustix::fs::{
     utimensat,
 };
 
-use super::{PackJob, open_spools};
-use crate::error::{Error, Result};
+use super::{PackJob, open_spools, pad};
+use crate::error::{OciError, Result};
 use crate::tree::{Kind, Meta};
 
 const MKFS: &str = "mkfs.erofs";
@@ -30,15 +30,15 @@ pub fn erofs_available() -> bool {
     Command::new(MKFS).arg("--help").output().is_ok()
 }
 
-fn stage_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+fn stage_err(path: &Path) -> impl Fn(std::io::Error) -> OciError + '_ {
     move |source| {
         if source.kind() == std::io::ErrorKind::PermissionDenied {
-            Error::ErofsNeedsRoot {
+            OciError::ErofsNeedsRoot {
                 entry: path.display().to_string(),
                 source,
             }
         } else {
-            Error::Io {
+            OciError::Io {
                 action: "stage erofs entry",
                 path: path.to_owned(),
                 source,
@@ -167,10 +167,10 @@ fn stage(job: &PackJob<'_>, root: &Path) -> Result<()> {
 
 pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
     if !erofs_available() {
-        return Err(Error::ErofsUnavailable);
+        return Err(OciError::ErofsUnavailable);
     }
     let root = job.scratch.join("erofs-root");
-    fs::create_dir(&root).map_err(Error::io("create erofs staging directory", &root))?;
+    fs::create_dir(&root).map_err(OciError::io("create erofs staging directory", &root))?;
     let staged = stage(job, &root);
     let result = staged.and_then(|()| {
         let output = Command::new(MKFS)
@@ -180,9 +180,9 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
             .arg(out)
             .arg(&root)
             .output()
-            .map_err(Error::io("run mkfs.erofs for", out))?;
+            .map_err(OciError::io("run mkfs.erofs for", out))?;
         if !output.status.success() {
-            return Err(Error::Mkfs {
+            return Err(OciError::Mkfs {
                 manifest: job.manifest.clone(),
                 status: output.status.to_string(),
                 stderr: String::from_utf8_lossy(&output.stderr)
@@ -191,9 +191,14 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
                     .collect(),
             });
         }
-        File::open(out)
-            .and_then(|f| f.sync_all())
-            .map_err(Error::io("sync root image", out))
+        // mkfs.erofs writes whole 4 KiB blocks; padding makes that a checked rule.
+        let file = File::options()
+            .write(true)
+            .open(out)
+            .map_err(OciError::io("open root image", out))?;
+        pad(&file, out)?;
+        file.sync_all()
+            .map_err(OciError::io("sync root image", out))
     });
     // The staging tree can be large; it goes now rather than with the scratch directory.
     let _ = fs::remove_dir_all(&root);

@@ -4,6 +4,9 @@
 //! What no format here keeps: extended attributes (file capabilities such as `cap_net_raw` on
 //! `ping`, SELinux labels). Such files keep their contents, owners and modes; the count of
 //! dropped xattrs is returned so the caller can say so.
+//!
+//! Every root image written here satisfies [`attachable_size`]: the backends attach it as a
+//! block device, which only takes whole sectors.
 
 mod erofs;
 mod squashfs;
@@ -15,10 +18,39 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{OciError, Result};
 use crate::tree::Tree;
 
 pub use erofs::erofs_available;
+
+/// The sector size of the block devices root images are attached as (loop devices, Xen vbd,
+/// virtio-blk): a device only has whole sectors.
+pub const SECTOR_BYTES: u64 = 512;
+
+/// What the writers pad every root image to: mksquashfs's default, erofs's block size, and a
+/// multiple of [`SECTOR_BYTES`]. Both formats ignore bytes past their end.
+pub const PAD_BYTES: u64 = 4096;
+
+/// The one rule a root image file must meet to be attached: a positive multiple of
+/// [`SECTOR_BYTES`]. Every image this crate writes meets it; the daemon checks it before a
+/// launch (and the guest's launch config states the same rule).
+pub fn attachable_size(size: u64) -> bool {
+    size > 0 && size.is_multiple_of(SECTOR_BYTES)
+}
+
+/// Extends `file` with zeros to a multiple of [`PAD_BYTES`]; returns the new size.
+pub(crate) fn pad(file: &File, path: &Path) -> Result<u64> {
+    let len = file
+        .metadata()
+        .map_err(OciError::io("inspect root image", path))?
+        .len();
+    let padded = len.max(1).next_multiple_of(PAD_BYTES);
+    if padded != len {
+        file.set_len(padded)
+            .map_err(OciError::io("pad root image", path))?;
+    }
+    Ok(padded)
+}
 
 /// The file system a root image is written in.
 #[derive(
@@ -132,7 +164,7 @@ pub(crate) fn open_spools(spools: &[PathBuf]) -> Result<Vec<Arc<File>>> {
         .map(|p| {
             File::open(p)
                 .map(Arc::new)
-                .map_err(crate::Error::io("open spool file", p))
+                .map_err(crate::OciError::io("open spool file", p))
         })
         .collect()
 }

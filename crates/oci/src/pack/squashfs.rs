@@ -3,6 +3,11 @@
 //! backhand has no hard-link API: every hard link becomes its own inode (link count 1). Its data
 //! blocks are shared, because backhand stores identical file contents once. The root directory
 //! gets the image's `./` metadata, or 0755 root:root (backhand's default would be 000).
+//!
+//! backhand leaves the file longer than the image when the last data it wrote duplicated
+//! earlier data (a hard link's or a copy's contents): it seeks back over the duplicate, writes
+//! the smaller tables there, and never truncates. The file is cut to the length backhand
+//! reports and padded to [`super::PAD_BYTES`].
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -13,8 +18,8 @@ use std::path::Path;
 use backhand::compression::{CompressionOptions, Compressor, Zstd};
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 
-use super::{ExtentReader, PackJob, mtime32, open_spools};
-use crate::error::{Error, Result};
+use super::{ExtentReader, PAD_BYTES, PackJob, mtime32, open_spools, pad};
+use crate::error::{OciError, Result};
 use crate::tree::Kind;
 
 /// squashfs data block size: the kernel's and mksquashfs's default.
@@ -26,7 +31,7 @@ fn encode_dev(major: u32, minor: u32) -> u32 {
 }
 
 pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
-    let err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Pack {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| OciError::Pack {
         format: "squashfs",
         manifest: job.manifest.clone(),
         source,
@@ -42,6 +47,7 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
         FilesystemCompressor::new(Compressor::Zstd, Some(options)).map_err(|e| err(e.into()))?;
     fs.set_compressor(compressor);
     fs.set_emit_compression_options(true);
+    fs.set_kib_padding((PAD_BYTES / 1024) as u32);
 
     let mut failure: Option<backhand::BackhandError> = None;
     job.tree.walk(|path, node| {
@@ -82,13 +88,17 @@ pub(super) fn write(job: &PackJob<'_>, out: &Path) -> Result<()> {
     if let Some(e) = failure {
         return Err(err(e.into()));
     }
-    let file = File::create(out).map_err(Error::io("create root image", out))?;
+    let file = File::create(out).map_err(OciError::io("create root image", out))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    fs.write(&mut w).map_err(|e| err(e.into()))?;
+    let (_, written) = fs.write(&mut w).map_err(|e| err(e.into()))?;
     let file = w
         .into_inner()
-        .map_err(|e| Error::io("write root image", out)(e.into_error()))?;
-    file.sync_all().map_err(Error::io("sync root image", out))?;
+        .map_err(|e| OciError::io("write root image", out)(e.into_error()))?;
+    file.set_len(written)
+        .map_err(OciError::io("truncate root image", out))?;
+    pad(&file, out)?;
+    file.sync_all()
+        .map_err(OciError::io("sync root image", out))?;
     Ok(())
 }
 

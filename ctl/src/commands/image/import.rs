@@ -14,9 +14,15 @@ use crate::parse;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Reference to record for the image (default: the name inside the archive, if any).
+    /// Reference to record for the imported image, besides its names in the archive (as
+    /// docker load, then docker tag).
     #[arg(long, value_name = "REF")]
     pub tag: Option<String>,
+
+    /// Which image to import from an archive holding several: its name there (an OCI
+    /// layout's ref.name, a docker save RepoTag).
+    #[arg(long, value_name = "NAME")]
+    pub select: Option<String>,
 
     /// Platform to pick when the archive holds several: os/arch[/variant].
     #[arg(long, value_name = "PLATFORM")]
@@ -50,6 +56,7 @@ impl ImportArgs {
             .call(client.import_image(v1::ImportImageRequest {
                 path: path.display().to_string(),
                 reference: self.tag.unwrap_or_default(),
+                select: self.select.unwrap_or_default(),
                 format: FormatArg::proto(self.format),
                 platform: self.platform.unwrap_or_default(),
             }))

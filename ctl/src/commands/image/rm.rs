@@ -9,7 +9,8 @@ use crate::human;
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// References, manifest digests or unique digest prefixes.
+    /// References or image ids (manifest digests, with or without "sha256:", or unique
+    /// prefixes of at least 4 hex digits).
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 }

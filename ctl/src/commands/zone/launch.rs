@@ -93,7 +93,8 @@ pub struct LaunchArgs {
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
 
-    /// The image to run: "busybox", "127.0.0.1:5000/app:1.0", "repo@sha256:...".
+    /// The image to run: "busybox", "127.0.0.1:5000/app:1.0", "repo@sha256:...", or a cached
+    /// image's id (its manifest digest, or a unique prefix of at least 4 hex digits).
     pub image: String,
 
     /// The command and its arguments (replaces the image's CMD).
