@@ -56,7 +56,21 @@ pub async fn run() -> Result<()> {
     );
     result(format!("xs_transaction_retry=OK attempts={attempts}"));
 
-    // Watches: sync with a token, async with concurrent requests.
+    watches(&mut xs, &mut other, base)?;
+    concurrent_async(base).await?;
+    ensure!(xs.get_domain_path(0)? == "/local/domain/0", "domain path");
+    ensure!(
+        !xs.is_domain_introduced(4000).unwrap_or(false),
+        "domain 4000 unknown"
+    );
+    xs.rm(base)?;
+    ensure!(xs.read(base)?.is_none(), "rm");
+    result("xs_test=PASS");
+    Ok(())
+}
+
+/// Watches on the blocking client: the initial event, then one per change below the path.
+fn watches(xs: &mut XsClient, other: &mut XsClient, base: &str) -> Result<()> {
     xs.watch(base, "tok")?;
     let first = xs.next_watch_event()?;
     ensure!(
@@ -68,7 +82,11 @@ pub async fn run() -> Result<()> {
     ensure!(ev.path == format!("{base}/dir/sub/x"), "event {ev:?}");
     xs.unwatch(base, "tok")?;
     result("xs_watch_sync=OK");
+    Ok(())
+}
 
+/// The async client: 32 concurrent requests, and a watch that fires while they run.
+async fn concurrent_async(base: &str) -> Result<()> {
     let axs = AsyncXs::connect().await?;
     let mut w = axs.watch(&format!("{base}/async")).await?;
     w.next().await.context("initial async event")?;
@@ -95,13 +113,5 @@ pub async fn run() -> Result<()> {
         "async event {ev:?}"
     );
     result("xs_async_concurrent_watch=OK");
-    ensure!(xs.get_domain_path(0)? == "/local/domain/0", "domain path");
-    ensure!(
-        !xs.is_domain_introduced(4000).unwrap_or(false),
-        "domain 4000 unknown"
-    );
-    xs.rm(base)?;
-    ensure!(xs.read(base)?.is_none(), "rm");
-    result("xs_test=PASS");
     Ok(())
 }
