@@ -10,7 +10,7 @@
 //! wait for a VM to stop, and change a running VM's resources.
 
 mod backend;
-pub mod boot_files;
+mod boot_files;
 mod error;
 pub mod probe;
 pub mod qemu;
