@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use spore_idm::launch::{self as guest, LaunchConfig};
-use spore_runtime::{LaunchSpec, RootFormat};
+use spore_runtime::LaunchSpec;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -77,9 +77,9 @@ pub fn prepare(
             ),
         });
     }
-    let (root_format, guest_format) = match image.image.format {
-        spore_oci::ImageFormat::Squashfs => (RootFormat::Squashfs, guest::RootFormat::Squashfs),
-        spore_oci::ImageFormat::Erofs => (RootFormat::Erofs, guest::RootFormat::Erofs),
+    let guest_format = match image.image.format {
+        spore_oci::ImageFormat::Squashfs => guest::RootFormat::Squashfs,
+        spore_oci::ImageFormat::Erofs => guest::RootFormat::Erofs,
     };
     std::fs::create_dir_all(zone_dir).map_err(|source| LaunchError::ZoneDir {
         path: zone_dir.to_path_buf(),
@@ -133,7 +133,6 @@ pub fn prepare(
         initrd,
         kernel_cmdline: cmdline.join(" "),
         root_image: root.clone(),
-        root_format,
         config_block: block,
         vcpus: status.vcpus,
         memory_mib: status.memory_mib,

@@ -17,7 +17,7 @@ failed=0
 # failure; all of it goes to the results share as NAME.log).
 drive() {
   local name=$1 rc; shift
-  "$P/xen_lab" "$@" > "/run/lab/$name.log" 2>&1; rc=$?
+  "$P/xenlab-driver" "$@" > "/run/lab/$name.log" 2>&1; rc=$?
   grep -v '^GUEST| ' "/run/lab/$name.log"
   cp "/run/lab/$name.log" "$XENLAB_RESULTS/" 2>/dev/null
   if [ $rc != 0 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The Xen backend in the Xen lab: boots Xen + dom0 (xenlab/lab.sh) and runs the backend's lab
-# driver (crates/runtime/examples/xen_lab.rs, a static musl binary) inside dom0 against the real
+# The Xen backend in the Xen lab: boots Xen + dom0 (xenlab/lab.sh) and runs the lab driver
+# (xenlab/driver, package xenlab-driver, a static musl binary) inside dom0 against the real
 # hypervisor, with the guest bundle (target/guest) and a busybox squashfs built here:
 #   - zones print, report Started and Exit(0) / Exit(7) over IDM, power off (wait_stopped);
 #   - three zones at once (one with 2 vCPUs, one with a vif), update_resources, a fresh backend
@@ -27,8 +27,8 @@ say() { printf 'backend.sh: %s\n' "$*" >&2; }
 bundle=$(guest_bundle)
 say "building the lab driver (static, musl)"
 CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc} \
-  cargo build -q -p spore-runtime --example xen_lab --release --target x86_64-unknown-linux-musl
-driver=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-musl/release/examples/xen_lab
+  cargo build -q -p xenlab-driver --release --target x86_64-unknown-linux-musl
+driver=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-musl/release/xenlab-driver
 
 tmp=$(mktemp -d /tmp/spore-xenbackend.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -45,7 +45,7 @@ results=${XENLAB_BACKEND_RESULTS:-$repo/target/xenlab-backend}
 rm -rf "$results"
 rc=0
 "$tmp/lab/lab.sh" run --timeout "${XENLAB_BACKEND_TIMEOUT:-1800}" --mem 2048 --results "$results" \
-  --payload "$driver:xen_lab" --payload "$bundle/vmlinux:vmlinux" --payload "$bundle/initrd:initrd" \
+  --payload "$driver:xenlab-driver" --payload "$bundle/vmlinux:vmlinux" --payload "$bundle/initrd:initrd" \
   --payload "$tmp/root.squashfs:root.squashfs" \
   "$tmp/backend-dom0.sh" "$runs" || rc=$?
 say "the lab driver's full output (with the zones' consoles): $results/{backend,time,peer}.log"

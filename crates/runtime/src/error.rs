@@ -7,9 +7,13 @@ use uuid::Uuid;
 
 use crate::probe::BackendKind;
 
-/// What went wrong while launching or managing a zone's VM.
+/// A boxed error of a backend's own library, kept as the `#[source]` of a [`RuntimeError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong while launching or managing a zone's VM. Messages do not repeat their
+/// `#[source]`: the chain printer at the top prints it.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum RuntimeError {
     /// The backend is not usable on this host (what is missing is in the message).
     #[error("the {kind} backend is not usable: {detail}")]
     Unavailable { kind: BackendKind, detail: String },
@@ -34,9 +38,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The VM could not be created, or failed while starting.
+    /// The VM could not be created, or failed while starting, for the reason in `detail`.
     #[error("starting the VM of zone {zone} failed: {detail}")]
     Launch { zone: Uuid, detail: String },
+    /// A step of starting the VM failed in the backend's machinery (its error chain follows).
+    #[error("starting the VM of zone {zone} failed while {step}")]
+    Start {
+        zone: Uuid,
+        step: String,
+        #[source]
+        source: BoxError,
+    },
     /// Tearing the VM down failed; what is left is named in the message.
     #[error("destroying the VM of zone {zone} failed: {detail}")]
     Destroy { zone: Uuid, detail: String },
@@ -52,17 +64,20 @@ pub enum Error {
     Backend {
         context: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
 }
 
-/// The runtime's result type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// The name spored still uses for [`RuntimeError`].
+pub type Error = RuntimeError;
 
-impl Error {
+/// The runtime's result type.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+impl RuntimeError {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
+        RuntimeError::Io {
             context: context.into(),
             source,
         }

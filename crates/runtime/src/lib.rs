@@ -10,13 +10,15 @@
 //! wait for a VM to stop, and change a running VM's resources.
 
 mod backend;
+mod boot_files;
 mod error;
 pub mod probe;
 pub mod qemu;
 mod spec;
+mod sync;
 pub mod xen;
 
 pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason, VmLimits};
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result, RuntimeError};
 pub use probe::{BackendKind, BackendProbe, HostProbe};
-pub use spec::{LaunchSpec, NicSpec, RootFormat};
+pub use spec::{LaunchSpec, NicSpec};

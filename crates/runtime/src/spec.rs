@@ -1,25 +1,8 @@
 //! What a backend needs to start a zone's VM.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use uuid::Uuid;
-
-/// The root image's filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootFormat {
-    Squashfs,
-    Erofs,
-}
-
-impl fmt::Display for RootFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RootFormat::Squashfs => "squashfs",
-            RootFormat::Erofs => "erofs",
-        })
-    }
-}
 
 /// The zone's network interface, as reserved by spored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +25,6 @@ pub struct LaunchSpec {
     pub kernel_cmdline: String,
     /// The packed root image (read-only disk).
     pub root_image: PathBuf,
-    pub root_format: RootFormat,
     /// The config block (read-only disk carrying launch.json).
     pub config_block: PathBuf,
     pub vcpus: u32,
@@ -62,7 +44,7 @@ impl LaunchSpec {
             ("root image", &self.root_image),
             ("config block", &self.config_block),
         ] {
-            std::fs::metadata(path).map_err(|source| crate::Error::File {
+            std::fs::metadata(path).map_err(|source| crate::RuntimeError::File {
                 what,
                 path: path.clone(),
                 source,

@@ -13,7 +13,7 @@ use spore_idm::launch::*;
 use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{ExitStatus, IdmCodec, IdmPacket};
 use spore_runtime::qemu::{AccelChoice, QemuBackend, QemuConfig};
-use spore_runtime::{Backend, Error, LaunchSpec, RootFormat, StopReason};
+use spore_runtime::{Backend, Error, LaunchSpec, StopReason};
 use tokio::io::AsyncReadExt;
 use tokio_util::codec::Framed;
 use uuid::Uuid;
@@ -122,7 +122,6 @@ impl Lab {
             initrd: bundle.join("initrd"),
             kernel_cmdline: "console=hvc0 quiet".into(),
             root_image: self.image.0.clone(),
-            root_format: RootFormat::Squashfs,
             config_block,
             vcpus: 1,
             memory_mib: 128,

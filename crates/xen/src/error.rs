@@ -67,7 +67,7 @@ pub enum XenError {
     InvalidArgument(String),
 
     // ------------------------------------------------------------ xenstore
-    #[error("xenstore connection failed ({0})")]
+    #[error("xenstore connection failed")]
     XsIo(#[source] std::io::Error),
     #[error("xenstore {op} {path:?} failed: {errno}")]
     Xs {
@@ -75,7 +75,7 @@ pub enum XenError {
         path: String,
         errno: String,
     },
-    #[error("xenstore sent a malformed reply: {0}")]
+    #[error("xenstore sent a malformed reply")]
     XsProtocol(#[from] crate::xs::wire::WireError),
     #[error("xenstore request {op} {path:?} is too long ({len} bytes; the limit is 4096)")]
     XsRequestTooLong {
@@ -95,8 +95,8 @@ pub enum XenError {
     XsTimeout { op: &'static str, path: String },
 
     // ------------------------------------------------------------ kernel images
-    #[error("kernel image: {0}")]
-    Kernel(#[from] crate::kernel::KernelError),
+    #[error("kernel image")]
+    Kernel(#[from] spore_kernel::KernelError),
 
     // ------------------------------------------------------------ domain build
     #[error("domain build: {0}")]

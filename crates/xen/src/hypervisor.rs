@@ -129,6 +129,8 @@ pub trait Hypervisor {
     /// `EVTCHNOP_alloc_unbound` in `domid` for `remote`; returns the port in `domid`.
     fn alloc_unbound(&self, domid: DomId, remote: DomId) -> Result<u32>;
     fn domain_info(&self, domid: DomId) -> Result<DomainInfo>;
+    /// Lists domains from `first` on (`XEN_SYSCTL_getdomaininfolist`), at most `max`.
+    fn list_domains(&self, first: DomId, max: u32) -> Result<Vec<DomainInfo>>;
     fn hypercall_init(&self, domid: DomId, gmfn: u64) -> Result<()>;
     fn set_memory_map(&self, domid: DomId, map: &[MemoryRegion]) -> Result<()>;
     fn pin_l4_table(&self, domid: DomId, mfn: u64) -> Result<()>;
@@ -213,32 +215,6 @@ impl PrivCmd {
 
     fn memory_op(&self, what: &str, cmd: u64, arg: u64) -> Result<i64> {
         self.hypercall(what, hyper::HYPERVISOR_MEMORY_OP, [cmd, arg, 0, 0, 0])
-    }
-
-    /// Lists domains from `first` on (`XEN_SYSCTL_getdomaininfolist`), at most `max`.
-    pub fn list_domains(&self, first: DomId, max: u32) -> Result<Vec<DomainInfo>> {
-        let stride = dominfo_size(self.version().domctl);
-        let out = HypercallBuffer::new(stride * max as usize)?;
-        let mut u = [0u8; 128];
-        u[0..2].copy_from_slice(&first.to_le_bytes());
-        u[4..8].copy_from_slice(&max.to_le_bytes());
-        u[8..16].copy_from_slice(&out.addr().to_le_bytes());
-        let op = XenSysctl {
-            cmd: hyper::XEN_SYSCTL_GETDOMAININFOLIST,
-            interface_version: self.version().sysctl,
-            u,
-        };
-        let buf = HypercallBuffer::from_value(&op)?;
-        self.hypercall(
-            "sysctl getdomaininfolist",
-            hyper::HYPERVISOR_SYSCTL,
-            [buf.addr(), 0, 0, 0, 0],
-        )?;
-        let done: XenSysctl = buf.read();
-        let n = u32::from_le_bytes(done.u[16..20].try_into().unwrap_or_default()).min(max) as usize;
-        Ok((0..n)
-            .map(|i| DomainInfo::decode(&out.as_slice()[i * stride..(i + 1) * stride]))
-            .collect())
     }
 }
 
@@ -361,6 +337,32 @@ impl Hypervisor for PrivCmd {
         Ok(info)
     }
 
+    /// Lists domains from `first` on (`XEN_SYSCTL_getdomaininfolist`), at most `max`.
+    fn list_domains(&self, first: DomId, max: u32) -> Result<Vec<DomainInfo>> {
+        let stride = dominfo_size(self.version().domctl);
+        let out = HypercallBuffer::new(stride * max as usize)?;
+        let mut u = [0u8; 128];
+        u[0..2].copy_from_slice(&first.to_le_bytes());
+        u[4..8].copy_from_slice(&max.to_le_bytes());
+        u[8..16].copy_from_slice(&out.addr().to_le_bytes());
+        let op = XenSysctl {
+            cmd: hyper::XEN_SYSCTL_GETDOMAININFOLIST,
+            interface_version: self.version().sysctl,
+            u,
+        };
+        let buf = HypercallBuffer::from_value(&op)?;
+        self.hypercall(
+            "sysctl getdomaininfolist",
+            hyper::HYPERVISOR_SYSCTL,
+            [buf.addr(), 0, 0, 0, 0],
+        )?;
+        let done: XenSysctl = buf.read();
+        let n = u32::from_le_bytes(done.u[16..20].try_into().unwrap_or_default()).min(max) as usize;
+        Ok((0..n)
+            .map(|i| DomainInfo::decode(&out.as_slice()[i * stride..(i + 1) * stride]))
+            .collect())
+    }
+
     fn hypercall_init(&self, domid: DomId, gmfn: u64) -> Result<()> {
         self.domctl(
             "hypercall_init",
@@ -380,13 +382,7 @@ impl Hypervisor for PrivCmd {
                 ty: if r.ram { hyper::E820_RAM } else { 2 },
             };
             let off = i * size_of::<hyper::E820Entry>();
-            // SAFETY: E820Entry is packed plain data; viewing it as bytes is sound.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(
-                    (&raw const e).cast::<u8>(),
-                    size_of::<hyper::E820Entry>(),
-                )
-            };
+            let bytes = crate::sys::as_bytes(&e);
             entries.as_mut_slice()[off..off + bytes.len()].copy_from_slice(bytes);
         }
         let fmap = hyper::XenForeignMemoryMap {

@@ -1,17 +1,21 @@
 //! spore's Xen userspace, written from Xen's public headers: privcmd hypercalls
 //! ([`PrivCmd`]), event channels ([`EvtChn`]), grant mappings ([`GntDev`]), our own xenstore
-//! client ([`xs`]), kernel image handling ([`kernel`]), the x86_64 PV domain builder
-//! ([`builder`]) and PV device plumbing ([`console`], [`devices`], [`loopdev`]).
+//! client ([`xs`]), the x86_64 PV domain builder ([`builder`]) and PV device plumbing
+//! ([`console`], [`devices`], [`loopdev`]). Kernel images (bzImage extraction, ELF and Xen
+//! notes) are `spore-kernel`'s: this crate keeps only what talks to the hypervisor.
 //!
-//! No libxc, libxl or xl: every hypercall and ioctl is in [`sys`], every other module is safe
-//! Rust over it. The builder is generic over [`Hypervisor`], the seam at the hypercall
-//! interface, so its page layout is unit-tested without Xen.
+//! No libxc, libxl or xl. [`sys`] holds the ABI: every ioctl number, hypercall number and C
+//! struct. The calls themselves are made by the type that owns the file descriptor
+//! ([`PrivCmd`], [`EvtChn`], [`GntDev`], [`loopdev::LoopDevice`]), kvm-ioctls style, each
+//! unsafe block with its SAFETY argument; everything above them is safe Rust. The builder is
+//! generic over [`Hypervisor`], the seam at the hypercall interface, so its page layout is
+//! unit-tested without Xen.
 //!
 //! ```no_run
 //! use spore_xen::{PrivCmd, builder::{DomainBuilder, DomainConfig}, xs::XsClient};
 //! # fn main() -> spore_xen::Result<()> {
 //! let hv = PrivCmd::open()?;
-//! let kernel = spore_xen::kernel::KernelImage::load(std::path::Path::new("/boot/vmlinuz"), None)?;
+//! let kernel = spore_kernel::KernelImage::load(std::path::Path::new("/boot/vmlinuz"), None)?;
 //! let cfg = DomainConfig::new([0; 16], 256, 1, "console=hvc0".into());
 //! let built = DomainBuilder::new(&hv).build(&cfg, &kernel, None)?;
 //! let mut xs = XsClient::open()?;
@@ -27,7 +31,6 @@ mod error;
 pub mod evtchn;
 pub mod gntdev;
 pub mod hypervisor;
-pub mod kernel;
 pub mod loopdev;
 pub mod privcmd;
 pub mod sys;

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::ptr::NonNull;
 
-use crate::sys::{hyper, ioctl};
+use crate::sys::{Abi, hyper, ioctl};
 use crate::version::XenVersion;
 use crate::{DomId, Result, XenError};
 
@@ -200,23 +200,6 @@ impl Mmap {
         Self::from_raw(p, len)
     }
 
-    /// A private read-only mapping of a whole file.
-    pub(crate) fn file_readonly(file: &std::fs::File, len: usize) -> Result<Self> {
-        // SAFETY: a fresh read-only private mapping of an open file; no existing memory is
-        // affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        Self::from_raw(p, len)
-    }
-
     fn anonymous_locked(len: usize) -> Result<Self> {
         // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
         let p = unsafe {
@@ -337,10 +320,11 @@ impl HypercallBuffer {
     }
 
     /// Reads a `T` back from the start of the buffer.
-    pub fn read<T: Copy>(&self) -> T {
+    pub fn read<T: Abi>(&self) -> T {
         assert!(size_of::<T>() <= self.map.len, "hypercall buffer too small");
-        // SAFETY: as in `write`; callers only read plain-old-data ABI structs, for which any
-        // bit pattern Xen wrote is a valid value.
+        // SAFETY: the buffer has at least size_of::<T>() initialised bytes (checked; the
+        // mapping starts zeroed) and is page-aligned, so any T's alignment (<= 4096) holds;
+        // `T: Abi` makes any bit pattern Xen wrote there a valid value.
         unsafe { std::ptr::read(self.map.ptr.as_ptr().cast::<T>()) }
     }
 

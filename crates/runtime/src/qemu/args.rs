@@ -175,7 +175,6 @@ fn short_process_name(spec: &LaunchSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RootFormat;
     use uuid::Uuid;
 
     fn spec(dir: &Path) -> LaunchSpec {
@@ -186,7 +185,6 @@ mod tests {
             initrd: "/g/initrd".into(),
             kernel_cmdline: "console=hvc0 quiet".into(),
             root_image: "/images/a,b.squashfs".into(),
-            root_format: RootFormat::Squashfs,
             config_block: dir.join("config.blk"),
             vcpus: 2,
             memory_mib: 128,

@@ -8,7 +8,6 @@
 mod accel;
 mod args;
 mod channel;
-mod kernel;
 mod process;
 mod qmp;
 mod sys;
@@ -25,10 +24,11 @@ use uuid::Uuid;
 pub use accel::{Accel, AccelChoice, AccelDecision, KvmProbe};
 pub use args::ZoneFiles;
 
+use crate::boot_files::BootFiles;
 use crate::probe::BackendKind;
 use crate::{
-    Backend, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result, StopReason,
-    VmLimits,
+    Backend, BoxError, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result,
+    StopReason, VmLimits,
 };
 use args::MachineOptions;
 use channel::Channel;
@@ -106,7 +106,7 @@ pub struct QemuBackend {
     accel: AccelDecision,
     machine: MachineOptions,
     host_memory_mib: u64,
-    kernels: Arc<kernel::KernelCache>,
+    boot_files: Arc<BootFiles>,
     vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
 }
 
@@ -152,7 +152,7 @@ impl QemuBackend {
             accel,
             machine,
             host_memory_mib: host_memory_mib().unwrap_or(u64::MAX),
-            kernels: Arc::new(kernel::KernelCache::new(config.kernel_cache.clone())),
+            boot_files: Arc::new(BootFiles::new(config.kernel_cache.clone())),
             config,
             vms: Mutex::new(HashMap::new()),
         })
@@ -224,18 +224,17 @@ impl QemuBackend {
         if self.machine.accel == Accel::Kvm {
             return Ok(spec.kernel.clone());
         }
-        let kernels = self.kernels.clone();
+        let files = self.boot_files.clone();
         let source = spec.kernel.clone();
-        tokio::task::spawn_blocking(move || kernels.elf_for(&source))
+        let start = |source: BoxError| Error::Start {
+            zone: spec.zone_id,
+            step: "preparing the kernel".into(),
+            source,
+        };
+        tokio::task::spawn_blocking(move || files.kernel_elf(&source))
             .await
-            .map_err(|e| Error::Launch {
-                zone: spec.zone_id,
-                detail: format!("preparing the kernel panicked: {e}"),
-            })?
-            .map_err(|detail| Error::Launch {
-                zone: spec.zone_id,
-                detail,
-            })
+            .map_err(|e| start(e.into()))?
+            .map_err(|e| start(e.into()))
     }
 
     /// Starts QEMU and waits for both guest channels to connect.

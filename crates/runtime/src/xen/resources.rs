@@ -1,20 +1,27 @@
 //! Resources of a running zone: the vCPU online mask and the balloon target in xenstore,
 //! bounded by what the domain was built with (read from its dom0-owned nodes).
 
+use std::io::{Read, Write};
+
 use spore_xen::DomId;
 use spore_xen::devices;
 use spore_xen::xs::XsClient;
 use uuid::Uuid;
 
 use super::xen;
-use crate::{Error, Resources, Result};
+use crate::{Resources, Result, RuntimeError};
 
 /// Writes the vCPU online mask and the balloon target, within what the domain was built
 /// with (read from its dom0-owned nodes).
-pub fn set(zone: Uuid, domid: DomId, r: Resources, min_mib: u64) -> Result<()> {
-    let invalid = |detail: String| Error::InvalidSpec { zone, detail };
+pub fn set<T: Read + Write>(
+    xs: &mut XsClient<T>,
+    zone: Uuid,
+    domid: DomId,
+    r: Resources,
+    min_mib: u64,
+) -> Result<()> {
+    let invalid = |detail: String| RuntimeError::InvalidSpec { zone, detail };
     let ctx = |what: &str| xen(format!("{what} of domain {domid}"));
-    let mut xs = XsClient::open().map_err(ctx("connecting to xenstored for the resources"))?;
     let home = format!("/local/domain/{domid}");
     let vcpus = xs
         .directory(&format!("{home}/cpu"))

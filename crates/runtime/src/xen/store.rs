@@ -9,10 +9,11 @@
 //! createdomain and introduce: it is ours, half-built, and listed as stopped so spored
 //! destroys it.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use spore_xen::xs::XsClient;
-use spore_xen::{DomId, DomainInfo, PrivCmd};
+use spore_xen::{DomId, DomainInfo, Hypervisor};
 use uuid::Uuid;
 
 /// Dom0-owned key holding the zone UUID.
@@ -80,7 +81,7 @@ pub fn classify(
 }
 
 /// Every domain on the host (blocking hypercalls).
-pub fn all_domains(hv: &PrivCmd) -> spore_xen::Result<Vec<DomainInfo>> {
+pub fn all_domains<H: Hypervisor>(hv: &H) -> spore_xen::Result<Vec<DomainInfo>> {
     let mut out = Vec::new();
     let mut first: DomId = 0;
     loop {
@@ -96,7 +97,10 @@ pub fn all_domains(hv: &PrivCmd) -> spore_xen::Result<Vec<DomainInfo>> {
 }
 
 /// Reads a domain's marker; `None` when it has no `spore/zone` node.
-pub fn read_marker(xs: &mut XsClient, domid: DomId) -> spore_xen::Result<Option<Marker>> {
+pub fn read_marker<T: Read + Write>(
+    xs: &mut XsClient<T>,
+    domid: DomId,
+) -> spore_xen::Result<Option<Marker>> {
     let path = format!("/local/domain/{domid}/{ZONE_KEY}");
     let Some(zone) = xs.read(&path)? else {
         return Ok(None);
@@ -113,9 +117,9 @@ pub fn read_marker(xs: &mut XsClient, domid: DomId) -> spore_xen::Result<Option<
 }
 
 /// The domains this backend owns, running or not.
-pub fn owned_domains(
-    hv: &PrivCmd,
-    xs: &mut XsClient,
+pub fn owned_domains<H: Hypervisor, T: Read + Write>(
+    hv: &H,
+    xs: &mut XsClient<T>,
     owner: &str,
     zones_root: &Path,
 ) -> spore_xen::Result<Vec<Owned>> {
@@ -137,9 +141,9 @@ pub fn owned_domains(
 }
 
 /// The domain of `zone`, if this backend owns one.
-pub fn find(
-    hv: &PrivCmd,
-    xs: &mut XsClient,
+pub fn find<H: Hypervisor, T: Read + Write>(
+    hv: &H,
+    xs: &mut XsClient<T>,
     owner: &str,
     zones_root: &Path,
     zone: Uuid,

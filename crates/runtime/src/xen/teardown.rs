@@ -12,14 +12,16 @@
 //! followed. Before touching anything under a domid, the domain's handle is checked to still
 //! be the zone's UUID (a domid freed and reused by another domain is left alone).
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use spore_xen::devices::{self, Kind};
-use spore_xen::loopdev::LoopDevice;
 use spore_xen::xs::XsClient;
-use spore_xen::{DomId, Hypervisor, PrivCmd, XenError};
+use spore_xen::{DomId, Hypervisor, XenError};
 use uuid::Uuid;
+
+use super::platform::{Disk, XsConnect};
 
 /// Bounds on the teardown's waits.
 #[derive(Debug, Clone, Copy)]
@@ -59,17 +61,20 @@ fn backend_sysfs(kind: Kind, domid: DomId, devid: u32) -> Vec<PathBuf> {
     }
 }
 
-/// Tears down `zone`'s domain `domid` and drops `loops` (this process's handles on its loop
+/// Tears down `zone`'s domain `domid` and drops `disks` (this process's handles on its loop
 /// devices) once the backends have let go. Idempotent. On failure, says what is left.
-pub fn teardown(
-    hv: &PrivCmd,
+pub fn teardown<H: Hypervisor, X: XsConnect>(
+    hv: &H,
+    xs: &X,
     zone: Uuid,
     domid: Option<DomId>,
-    loops: Vec<LoopDevice>,
+    disks: Vec<Box<dyn Disk>>,
     t: Timeouts,
 ) -> Result<(), String> {
     let mut problems = Vec::new();
-    let mut xs = XsClient::open().map_err(|e| format!("cannot reach xenstored: {e}"))?;
+    let mut xs = xs
+        .connect()
+        .map_err(|e| format!("cannot reach xenstored: {e}"))?;
     let handle = *zone.as_bytes();
     let domid = domid.filter(|&d| match hv.domain_info(d) {
         Ok(info) => info.handle == handle,
@@ -106,7 +111,7 @@ pub fn teardown(
     }
     // blkback has let go (or the domain never got that far): closing our handles lets
     // autoclear detach the devices.
-    drop(loops);
+    drop(disks);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -116,8 +121,8 @@ pub fn teardown(
 
 /// Closes every device of `domid` that exists: all to Closing first, then each waited for
 /// within one shared deadline (none for a guest that no longer runs) and removed.
-fn close_devices(
-    xs: &mut XsClient,
+fn close_devices<T: Read + Write>(
+    xs: &mut XsClient<T>,
     domid: DomId,
     running: bool,
     timeout: Duration,
@@ -158,7 +163,12 @@ fn close_devices(
     }
 }
 
-fn remove_device(xs: &mut XsClient, kind: Kind, domid: DomId, devid: u32) -> spore_xen::Result<()> {
+fn remove_device<T: Read + Write>(
+    xs: &mut XsClient<T>,
+    kind: Kind,
+    domid: DomId,
+    devid: u32,
+) -> spore_xen::Result<()> {
     let b = devices::backend_path(kind, domid, devid);
     let state = format!("{b}/state");
     if xs.read(&state)?.is_some() {

@@ -1,5 +1,5 @@
 //! A zone's domain as this process holds it: the domid, the console and IDM ring backends
-//! served by our pumps, and the loop devices this process attached.
+//! served by our pumps, and the disks (loop devices) this process attached.
 //!
 //! Nothing here is needed to find the domain again: a fresh process re-adopts it from the
 //! hypervisor and xenstore ([`super::store`]) and re-maps its rings ([`Channel::open`]).
@@ -7,9 +7,11 @@
 use std::sync::Mutex;
 
 use spore_xen::DomId;
-use spore_xen::loopdev::LoopDevice;
 use tokio::io::DuplexStream;
 use tokio::task::JoinHandle;
+
+use super::platform::Disk;
+use crate::sync::lock;
 
 /// A ring pump's task.
 pub type Pump = JoinHandle<spore_xen::Result<()>>;
@@ -71,9 +73,9 @@ impl Channel {
                     Ok(stream)
                 }
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(crate::Error::io(
+                Err(e) => Err(crate::RuntimeError::io(
                     "connecting a guest console",
-                    std::io::Error::other(e.to_string()),
+                    std::io::Error::other(e),
                 )),
             });
         }
@@ -113,18 +115,18 @@ pub struct Zone {
     pub domid: DomId,
     pub console: tokio::sync::Mutex<Channel>,
     pub idm: tokio::sync::Mutex<Channel>,
-    /// Loop devices attached by this process, held until teardown so that autoclear cannot
-    /// detach one before blkback has opened it.
-    pub loops: Mutex<Vec<LoopDevice>>,
+    /// Disks attached by this process, held until teardown so that autoclear cannot detach
+    /// one before blkback has opened it.
+    pub disks: Mutex<Vec<Box<dyn Disk>>>,
 }
 
 impl Zone {
-    pub fn new(domid: DomId, console: Channel, idm: Channel, loops: Vec<LoopDevice>) -> Zone {
+    pub fn new(domid: DomId, console: Channel, idm: Channel, disks: Vec<Box<dyn Disk>>) -> Zone {
         Zone {
             domid,
             console: tokio::sync::Mutex::new(console),
             idm: tokio::sync::Mutex::new(idm),
-            loops: Mutex::new(loops),
+            disks: Mutex::new(disks),
         }
     }
 
@@ -139,7 +141,7 @@ impl Zone {
         self.idm.lock().await.stop().await;
     }
 
-    pub fn take_loops(&self) -> Vec<LoopDevice> {
-        std::mem::take(&mut *self.loops.lock().unwrap_or_else(|p| p.into_inner()))
+    pub fn take_disks(&self) -> Vec<Box<dyn Disk>> {
+        std::mem::take(&mut *lock(&self.disks))
     }
 }

@@ -18,11 +18,11 @@ pub use introduce::introduce;
 pub use layout::{Layout, LayoutError};
 
 use crate::hypervisor::{CreateDomain, Hypervisor, MemoryRegion};
-use crate::kernel::KernelImage;
 use crate::privcmd::PAGE_SIZE;
 use crate::sys::hyper::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE, GTF_PERMIT_ACCESS};
 use crate::sys::pv::{self, StartInfo, VcpuGuestContext, pte};
 use crate::{DomId, Result, XenError};
+use spore_kernel::KernelImage;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 /// 2 MiB extents: `extent_order` 9.
@@ -164,11 +164,7 @@ impl<'h, H: Hypervisor> DomainBuilder<'h, H> {
                 initrd.len() as u64,
             );
             img.zero(layout.start_info.vaddr, PAGE)?;
-            // SAFETY: StartInfo is plain repr(C) data; viewing it as bytes is sound.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&raw const si).cast::<u8>(), size_of::<StartInfo>())
-            };
-            img.write(layout.start_info.vaddr, bytes)?;
+            img.write(layout.start_info.vaddr, crate::sys::as_bytes(&si))?;
         }
         {
             // shared_info starts zeroed with every vCPU's event upcalls masked; the guest
@@ -425,10 +421,13 @@ fn start_info(
         nr_pages: l.nr_pages,
         shared_info: shared_info_mfn << 12,
         flags: 0,
+        _pad0: 0,
         store_mfn: p2m[l.xenstore.pfn as usize],
         store_evtchn: store_port,
+        _pad1: 0,
         console_mfn: p2m[l.console.pfn as usize],
         console_evtchn: console_port,
+        _pad2: 0,
         pt_base: l.page_tables.vaddr,
         nr_pt_frames: l.page_tables.pages,
         mfn_list: l.p2m.vaddr,

@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use super::*;
 use crate::hypervisor::DomainInfo;
-use crate::kernel::elf::testelf::{Seg, build as build_elf, linux_notes};
 use crate::sys::pv::VcpuGuestContext;
+use spore_kernel::test_util::elf::{Seg, build as build_elf, linux_notes};
 
 type Frames = Rc<RefCell<HashMap<u64, Vec<u8>>>>;
 
@@ -159,6 +159,9 @@ impl Hypervisor for FakeHv {
             online_vcpus: 0,
             handle: [0; 16],
         })
+    }
+    fn list_domains(&self, _: DomId, _: u32) -> Result<Vec<DomainInfo>> {
+        Ok(Vec::new())
     }
     fn hypercall_init(&self, _: DomId, gmfn: u64) -> Result<()> {
         self.st.borrow_mut().hypercall_page = Some(gmfn);

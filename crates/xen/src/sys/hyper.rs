@@ -181,23 +181,6 @@ pub const GNTTAB_RESERVED_CONSOLE: u32 = 0;
 /// `GNTTAB_RESERVED_XENSTORE`: the grant ref the builder seeds for the xenstore ring.
 pub const GNTTAB_RESERVED_XENSTORE: u32 = 1;
 
-// ---------------------------------------------------------------- elfnote.h
-pub mod elfnote {
-    pub const ENTRY: u32 = 1;
-    pub const HYPERCALL_PAGE: u32 = 2;
-    pub const VIRT_BASE: u32 = 3;
-    pub const PADDR_OFFSET: u32 = 4;
-    pub const XEN_VERSION: u32 = 5;
-    pub const GUEST_OS: u32 = 6;
-    pub const LOADER: u32 = 8;
-    pub const PAE_MODE: u32 = 9;
-    pub const FEATURES: u32 = 10;
-    pub const INIT_P2M: u32 = 15;
-    pub const MOD_START_PFN: u32 = 16;
-    pub const SUPPORTED_FEATURES: u32 = 17;
-    pub const PHYS32_ENTRY: u32 = 18;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,15 +6,15 @@ use std::io::Read;
 use super::KernelError;
 
 /// Offset of `setup_sects` in the boot sector.
-const SETUP_SECTS: usize = 0x1f1;
+pub(crate) const SETUP_SECTS: usize = 0x1f1;
 /// Offset of the `HdrS` magic.
-const HEADER_MAGIC: usize = 0x202;
+pub(crate) const HEADER_MAGIC: usize = 0x202;
 /// Offset of the boot protocol version.
-const VERSION: usize = 0x206;
+pub(crate) const VERSION: usize = 0x206;
 /// Offset of `payload_offset` (protocol 2.08+), relative to the protected-mode code.
-const PAYLOAD_OFFSET: usize = 0x248;
+pub(crate) const PAYLOAD_OFFSET: usize = 0x248;
 /// Offset of `payload_length`.
-const PAYLOAD_LENGTH: usize = 0x24c;
+pub(crate) const PAYLOAD_LENGTH: usize = 0x24c;
 
 /// The compression of a bzImage payload, from its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,28 +211,9 @@ fn lz4_legacy(payload: &[u8], max_out: usize) -> Result<Vec<u8>, KernelError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    /// A minimal bzImage: boot sector + setup header (1 setup sector) + payload.
-    pub(crate) fn make_bzimage(payload: &[u8]) -> Vec<u8> {
-        let mut img = vec![0u8; 1024];
-        img[SETUP_SECTS] = 1;
-        img[HEADER_MAGIC..HEADER_MAGIC + 4].copy_from_slice(b"HdrS");
-        img[VERSION..VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
-        img[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&16u32.to_le_bytes());
-        img[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4]
-            .copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        img.extend_from_slice(&[0u8; 16]);
-        img.extend_from_slice(payload);
-        img
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::tests_support::make_bzimage;
     use super::*;
+    use crate::test_util::make_bzimage;
     use std::io::Write;
 
     fn data() -> Vec<u8> {

@@ -1,10 +1,26 @@
-//! Guest kernels: a plain ELF or a bzImage whose payload is decompressed to the ELF, then
-//! parsed for PT_LOAD segments and Xen notes. Extraction is slow under TCG (tens of seconds
-//! for xz), so [`KernelImage::load`] can keep the extracted ELF in a cache directory keyed
-//! by the input's SHA-256.
+//! Guest kernel images, for every backend: a plain ELF or a bzImage whose payload is
+//! decompressed to the ELF ([`bzimage`]: gzip, xz, zstd, lz4), parsed for PT_LOAD segments
+//! and Xen notes ([`elf`], checked arithmetic on hostile bytes). Extraction is slow under TCG
+//! (tens of seconds for xz), so [`KernelImage::load`] and [`cache_elf`] keep the extracted
+//! ELF in a cache directory keyed by the input's SHA-256.
+//!
+//! Nothing here talks to a hypervisor: the Xen builder (`spore-xen`) loads a
+//! [`KernelImage`]'s segments into a domain, and the QEMU backend boots the ELF file
+//! [`cache_elf`] names.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), spore_kernel::KernelError> {
+//! let dir = std::path::Path::new("/var/lib/spore/kernels");
+//! let kernel = spore_kernel::KernelImage::load(std::path::Path::new("/boot/vmlinuz"), Some(dir))?;
+//! println!("entry {:#x}, {} segments", kernel.info.entry, kernel.info.segments.len());
+//! # Ok(()) }
+//! ```
 
 pub mod bzimage;
 pub mod elf;
+pub mod sys;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -15,14 +31,23 @@ use sha2::{Digest, Sha256};
 pub use bzimage::Compression;
 pub use elf::{ElfKernel, Segment, XenNotes};
 
-use crate::{Result, XenError};
+/// The crate's result type.
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 
 /// Upper bound on a decompressed kernel (Debian's vmlinux is ~66 MB).
 pub const MAX_KERNEL_SIZE: usize = 256 << 20;
 
-/// A kernel image that could not be used; each variant says what is wrong with the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A kernel image that could not be used: each variant but `Io` says what is wrong with the
+/// file.
+#[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("not a bzImage (no HdrS setup header)")]
     NotBzImage,
     #[error("bzImage boot protocol {0:#x} is older than 2.08 and has no payload fields")]
@@ -63,7 +88,7 @@ pub enum KernelError {
 
 /// Returns the kernel ELF inside `data`: `data` itself if it is an ELF, the decompressed
 /// payload if it is a bzImage.
-pub fn extract_elf(data: &[u8]) -> std::result::Result<Cow<'_, [u8]>, KernelError> {
+pub fn extract_elf(data: &[u8]) -> Result<Cow<'_, [u8]>> {
     if data.starts_with(b"\x7fELF") {
         return Ok(Cow::Borrowed(data));
     }
@@ -82,7 +107,7 @@ pub struct KernelBytes(Bytes);
 #[derive(Debug)]
 enum Bytes {
     Owned(Vec<u8>),
-    Mapped(crate::privcmd::Mmap),
+    Mapped(sys::Mmap),
 }
 
 impl std::ops::Deref for KernelBytes {
@@ -99,8 +124,9 @@ impl KernelBytes {
     /// Maps an ELF file read-only. The file must not be truncated while mapped (the kernel
     /// files are spore's own, under its state directory).
     fn map(path: &Path) -> Result<Self> {
-        let io = |source| XenError::Io {
-            what: format!("mapping kernel {}", path.display()),
+        let io = |source| KernelError::Io {
+            what: "mapping kernel",
+            path: path.to_path_buf(),
             source,
         };
         let f = std::fs::File::open(path).map_err(io)?;
@@ -108,9 +134,9 @@ impl KernelBytes {
         if len == 0 {
             return Ok(Self(Bytes::Owned(Vec::new())));
         }
-        Ok(Self(Bytes::Mapped(crate::privcmd::Mmap::file_readonly(
-            &f, len,
-        )?)))
+        Ok(Self(Bytes::Mapped(
+            sys::Mmap::file_readonly(&f, len).map_err(io)?,
+        )))
     }
 }
 
@@ -182,8 +208,9 @@ pub fn cached_elf_path(dir: &Path, data: &[u8]) -> PathBuf {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |what: &str, source| XenError::Io {
-        what: format!("{what} {}", path.display()),
+    let io = |what: &'static str, source| KernelError::Io {
+        what,
+        path: path.to_path_buf(),
         source,
     };
     if let Some(dir) = path.parent() {

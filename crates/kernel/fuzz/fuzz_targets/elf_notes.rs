@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(k) = spore_xen::kernel::elf::parse(data) {
+    if let Ok(k) = spore_kernel::elf::parse(data) {
         assert!(k.virt_start < k.virt_end);
         assert!((k.virt_start..k.virt_end).contains(&k.entry));
         for s in &k.segments {

@@ -1,7 +1,7 @@
 //! bzImage setup-header parsing and bounded payload decompression on arbitrary bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use spore_xen::kernel::bzimage;
+use spore_kernel::bzimage;
 
 const LIMIT: usize = 4 << 20;
 

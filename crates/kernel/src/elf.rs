@@ -7,7 +7,7 @@ use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Endian, Endianness};
 
 use super::KernelError;
-use crate::sys::hyper::elfnote;
+use crate::sys::elfnote;
 
 /// The largest kernel span (first to last loaded byte) accepted: Linux maps at most 1 GiB
 /// of kernel image.
@@ -197,101 +197,9 @@ pub fn parse(data: &[u8]) -> Result<ElfKernel, KernelError> {
 }
 
 #[cfg(test)]
-pub(crate) mod testelf {
-    //! Builds small x86_64 ELF kernels with chosen notes and segments for tests.
-
-    pub struct Seg {
-        pub paddr: u64,
-        pub data: Vec<u8>,
-        pub memsz: u64,
-    }
-
-    pub fn note(ty: u32, desc: &[u8]) -> Vec<u8> {
-        let mut n = Vec::new();
-        n.extend_from_slice(&4u32.to_le_bytes());
-        n.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        n.extend_from_slice(&ty.to_le_bytes());
-        n.extend_from_slice(b"Xen\0");
-        n.extend_from_slice(desc);
-        while n.len() % 4 != 0 {
-            n.push(0);
-        }
-        n
-    }
-
-    /// The notes a Linux x86_64 PV kernel carries (values as in arch/x86/xen/xen-head.S).
-    pub fn linux_notes(entry: u64, hypercall: u64) -> Vec<u8> {
-        let mut n = Vec::new();
-        n.extend(note(6, b"linux\0"));
-        n.extend(note(5, b"xen-3.0\0"));
-        n.extend(note(3, &0xffff_ffff_8000_0000u64.to_le_bytes()));
-        n.extend(note(1, &entry.to_le_bytes()));
-        n.extend(note(2, &hypercall.to_le_bytes()));
-        n.extend(note(10, b"!writable_page_tables\0"));
-        n.extend(note(16, &1u32.to_le_bytes()));
-        n.extend(note(4, &0u64.to_le_bytes()));
-        n
-    }
-
-    /// An ELF64 x86_64 with one PT_NOTE (`notes`) and one PT_LOAD per segment (vaddr =
-    /// paddr + 0xffffffff80000000).
-    pub fn build(entry: u64, notes: &[u8], segs: &[Seg]) -> Vec<u8> {
-        let phnum = 1 + segs.len();
-        let mut f = vec![0u8; 64 + 56 * phnum];
-        f[0..4].copy_from_slice(b"\x7fELF");
-        f[4] = 2; // ELFCLASS64
-        f[5] = 1; // little endian
-        f[6] = 1;
-        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-        f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-        f[20..24].copy_from_slice(&1u32.to_le_bytes());
-        f[24..32].copy_from_slice(&entry.to_le_bytes());
-        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
-        f[52..54].copy_from_slice(&64u16.to_le_bytes());
-        f[54..56].copy_from_slice(&56u16.to_le_bytes());
-        f[56..58].copy_from_slice(&(phnum as u16).to_le_bytes());
-        let mut body = Vec::new();
-        let base = f.len() as u64;
-        let phdr =
-            |i: usize, ty: u32, off: u64, paddr: u64, filesz: u64, memsz: u64, f: &mut Vec<u8>| {
-                let p = 64 + 56 * i;
-                f[p..p + 4].copy_from_slice(&ty.to_le_bytes());
-                f[p + 4..p + 8].copy_from_slice(&7u32.to_le_bytes());
-                f[p + 8..p + 16].copy_from_slice(&off.to_le_bytes());
-                f[p + 16..p + 24]
-                    .copy_from_slice(&(paddr.wrapping_add(0xffff_ffff_8000_0000)).to_le_bytes());
-                f[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
-                f[p + 32..p + 40].copy_from_slice(&filesz.to_le_bytes());
-                f[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
-                f[p + 48..p + 56].copy_from_slice(&4u64.to_le_bytes());
-            };
-        phdr(
-            0,
-            4,
-            base,
-            0,
-            notes.len() as u64,
-            notes.len() as u64,
-            &mut f,
-        );
-        body.extend_from_slice(notes);
-        for (i, s) in segs.iter().enumerate() {
-            while body.len() % 16 != 0 {
-                body.push(0);
-            }
-            let off = base + body.len() as u64;
-            phdr(i + 1, 1, off, s.paddr, s.data.len() as u64, s.memsz, &mut f);
-            body.extend_from_slice(&s.data);
-        }
-        f.extend(body);
-        f
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testelf::*;
     use super::*;
+    use crate::test_util::elf::*;
 
     const KBASE: u64 = 0xffff_ffff_8000_0000;
 
