@@ -51,7 +51,7 @@ pub enum DaemonError {
     BackendCannot {
         zone: String,
         #[source]
-        source: spore_runtime::Error,
+        source: spore_runtime::RuntimeError,
     },
     /// The backend failed to carry out a change.
     #[error("{what} of zone {zone} failed")]
@@ -59,7 +59,7 @@ pub enum DaemonError {
         what: &'static str,
         zone: String,
         #[source]
-        source: spore_runtime::Error,
+        source: spore_runtime::RuntimeError,
     },
     /// Destroying the zone failed; the zone stays, FAILED with this reason.
     #[error("zone {zone} could not be destroyed: {reason}")]

@@ -158,7 +158,7 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
         }
     };
     let dir = launch::zone_dir(&daemon.config, id);
-    let spec = match launch::prepare(&daemon.config, &record, &image, &dir) {
+    let spec = match launch::prepare(&daemon.config, &record, &image, &dir).await {
         Ok(spec) => spec,
         Err(e) => return failed(daemon, id, &chain(&e)).await,
     };
@@ -171,7 +171,7 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
     }
     let domain = match backend.create(&spec).await {
         Ok(domain) => domain,
-        Err(e) => return failed(daemon, id, &chain(&e)).await,
+        Err(e) => return failed(daemon, id, &create_failure(daemon, &e)).await,
     };
     if let Err(e) = daemon
         .zones
@@ -189,6 +189,24 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
     }
     drop(permit);
     supervise(daemon, id, destroy).await
+}
+
+/// Why a zone's VM could not be created, with what to do when it is the guest bundle that is
+/// missing (the backend checks the files; the daemon knows where the bundle belongs).
+fn create_failure(daemon: &Daemon, e: &spore_runtime::RuntimeError) -> String {
+    let reason = chain(e);
+    let config = &daemon.config;
+    match e {
+        spore_runtime::RuntimeError::File { what, path, .. }
+            if *path == config.guest_kernel() || *path == config.guest_initrd() =>
+        {
+            format!(
+                "{reason}: install the guest bundle (kernel/build-bundle.sh {}) or set guest.{what} in spored.toml",
+                config.state_dir.join("guest").display()
+            )
+        }
+        _ => reason,
+    }
 }
 
 /// Follows a zone whose VM runs: console, IDM, VM stop, destroy requests.

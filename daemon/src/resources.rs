@@ -3,7 +3,7 @@
 //! QEMU cannot yet), then recorded in the zone's status.
 
 use spore_api::v1::ZoneState;
-use spore_runtime::{Error as RuntimeError, Resources};
+use spore_runtime::{Resources, RuntimeError};
 use uuid::Uuid;
 
 use crate::daemon::{Daemon, DaemonError};

@@ -741,3 +741,21 @@ async fn a_two_layer_image_with_whiteouts_and_hard_links_boots_by_id() {
     .await
     .expect("the import and one boot finish in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_guest_bundle_fails_the_zone_naming_the_fix() {
+    let host = Host::start().await;
+    let initrd = host.dir.path().join("state/guest/initrd");
+    std::fs::remove_file(&initrd).unwrap();
+    let id = host.create(&["true"], false).await;
+    let zone = host.wait_state(&id, v1::ZoneState::Failed).await;
+    let reason = zone.status.unwrap().reason;
+    assert!(
+        reason.contains(&format!("initrd {} is not usable", initrd.display()))
+            && reason.contains("kernel/build-bundle.sh"),
+        "{reason}"
+    );
+    // Nothing of the VM was started or left.
+    assert!(!host.zone_dir(&id).join("qemu.pid").exists());
+    assert!(!host.zone_dir(&id).join("config.blk").exists());
+}

@@ -42,7 +42,6 @@ pub mod proto {
 #[cfg(feature = "tokio")]
 pub use codec::IdmCodec;
 /// The error's name before it was [`IdmError`]; kept while callers move to the new name.
-pub use error::IdmError as Error;
 pub use error::{IdmError, Result, SkipReason};
 pub use frame::{FrameDecoder, HEADER_LEN, MAGIC, MAX_FRAME_LEN, encode_frame, frame};
 pub use launch::LaunchConfig;

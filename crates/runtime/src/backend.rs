@@ -95,6 +95,6 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Changes a running VM's vCPUs and memory within what it was created with (Xen: vcpu
     /// online mask and balloon target; QEMU: the same through the guest's balloon and CPU
-    /// hotplug). [`Error::Unsupported`] when this backend cannot.
+    /// hotplug). [`RuntimeError::Unsupported`](crate::RuntimeError::Unsupported) when this backend cannot.
     async fn update_resources(&self, zone_id: Uuid, resources: Resources) -> Result<()>;
 }

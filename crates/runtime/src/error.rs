@@ -68,9 +68,6 @@ pub enum RuntimeError {
     },
 }
 
-/// The name spored still uses for [`RuntimeError`].
-pub type Error = RuntimeError;
-
 /// The runtime's result type.
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 

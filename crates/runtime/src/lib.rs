@@ -19,6 +19,6 @@ mod sync;
 pub mod xen;
 
 pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason, VmLimits};
-pub use error::{BoxError, Error, Result, RuntimeError};
+pub use error::{BoxError, Result, RuntimeError};
 pub use probe::{BackendKind, BackendProbe, HostProbe};
 pub use spec::{LaunchSpec, NicSpec};

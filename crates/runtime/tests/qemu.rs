@@ -13,7 +13,7 @@ use spore_idm::launch::*;
 use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{ExitStatus, IdmCodec, IdmPacket};
 use spore_runtime::qemu::{AccelChoice, QemuBackend, QemuConfig};
-use spore_runtime::{Backend, Error, LaunchSpec, StopReason};
+use spore_runtime::{Backend, LaunchSpec, RuntimeError as Error, StopReason};
 use tokio::io::AsyncReadExt;
 use tokio_util::codec::Framed;
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 //! the lab test `xenlab/tests/backend.sh` exercises the backend for real.)
 
 use spore_runtime::xen::{XenBackend, XenConfig};
-use spore_runtime::{BackendKind, Error};
+use spore_runtime::{BackendKind, RuntimeError as Error};
 
 #[test]
 fn outside_dom0_the_backend_says_what_is_missing() {

@@ -21,8 +21,8 @@ use futures::{SinkExt, StreamExt};
 use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{IdmCodec, IdmPacket};
 use spore_runtime::{
-    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result,
-    StopReason, VmLimits,
+    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, LaunchSpec, Resources, Result,
+    RuntimeError as Error, StopReason, VmLimits,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};

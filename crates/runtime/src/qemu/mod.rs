@@ -27,8 +27,8 @@ pub use args::ZoneFiles;
 use crate::boot_files::BootFiles;
 use crate::probe::BackendKind;
 use crate::{
-    Backend, BoxError, ByteStream, DomainInfo, DomainStop, Error, LaunchSpec, Resources, Result,
-    StopReason, VmLimits,
+    Backend, BoxError, ByteStream, DomainInfo, DomainStop, LaunchSpec, Resources, Result,
+    RuntimeError, StopReason, VmLimits,
 };
 use args::MachineOptions;
 use channel::Channel;
@@ -120,13 +120,14 @@ impl QemuBackend {
         }
         .probe_qemu();
         if !probe.usable {
-            return Err(Error::Unavailable {
+            return Err(RuntimeError::Unavailable {
                 kind: BackendKind::Qemu,
                 detail: probe.detail,
             });
         }
-        std::fs::create_dir_all(&config.zones_root)
-            .map_err(|e| Error::io(format!("cannot create {}", config.zones_root.display()), e))?;
+        std::fs::create_dir_all(&config.zones_root).map_err(|e| {
+            RuntimeError::io(format!("cannot create {}", config.zones_root.display()), e)
+        })?;
         let probe = KvmProbe {
             qemu: config.binary.clone(),
             qemu_version: probe.detail,
@@ -134,10 +135,11 @@ impl QemuBackend {
             dir: config.kernel_cache.clone(),
             timeout: config.kvm_probe_timeout,
         };
-        let accel = accel::decide(config.accel, &probe).map_err(|detail| Error::Unavailable {
-            kind: BackendKind::Qemu,
-            detail,
-        })?;
+        let accel =
+            accel::decide(config.accel, &probe).map_err(|detail| RuntimeError::Unavailable {
+                kind: BackendKind::Qemu,
+                detail,
+            })?;
         tracing::info!(
             accel = accel.accel.as_str(),
             "QEMU backend: {}",
@@ -168,7 +170,7 @@ impl QemuBackend {
     }
 
     fn check(&self, spec: &LaunchSpec) -> Result<()> {
-        let invalid = |detail: String| Error::InvalidSpec {
+        let invalid = |detail: String| RuntimeError::InvalidSpec {
             zone: spec.zone_id,
             detail,
         };
@@ -203,17 +205,21 @@ impl QemuBackend {
 
     /// The zone's VM: known already, or re-adopted from its zone directory.
     fn vm(&self, zone: Uuid) -> Result<Arc<Vm>> {
-        if let Some(vm) = self.vms.lock().unwrap().get(&zone) {
+        if let Some(vm) = crate::sync::lock(&self.vms).get(&zone) {
             return Ok(vm.clone());
         }
         let files = ZoneFiles::new(&self.zone_dir(zone));
         let pid = process::read_pidfile(&files.pidfile)
-            .map_err(|e| Error::io(format!("cannot read {}", files.pidfile.display()), e))?
-            .ok_or(Error::NoSuchZone(zone))?;
-        let process = QemuProcess::adopt(pid, &marker(zone)).ok_or(Error::NoSuchZone(zone))?;
+            .map_err(|e| RuntimeError::io(format!("cannot read {}", files.pidfile.display()), e))?
+            .ok_or(RuntimeError::NoSuchZone(zone))?;
+        let process =
+            QemuProcess::adopt(pid, &marker(zone)).ok_or(RuntimeError::NoSuchZone(zone))?;
         let vm = Arc::new(Vm::new(Arc::new(process), files, None, None, None));
         tracing::info!(zone = %zone, pid, "re-adopted a running QEMU");
-        Ok(self.vms.lock().unwrap().entry(zone).or_insert(vm).clone())
+        Ok(crate::sync::lock(&self.vms)
+            .entry(zone)
+            .or_insert(vm)
+            .clone())
     }
 
     /// The kernel file QEMU boots. Under TCG, an ELF extracted from a bzImage: the guest would
@@ -226,7 +232,7 @@ impl QemuBackend {
         }
         let files = self.boot_files.clone();
         let source = spec.kernel.clone();
-        let start = |source: BoxError| Error::Start {
+        let start = |source: BoxError| RuntimeError::Start {
             zone: spec.zone_id,
             step: "preparing the kernel".into(),
             source,
@@ -239,19 +245,21 @@ impl QemuBackend {
 
     /// Starts QEMU and waits for both guest channels to connect.
     async fn launch(&self, spec: &LaunchSpec, files: &ZoneFiles) -> Result<Vm> {
-        let launch_err = |detail: String| Error::Launch {
+        let launch_err = |detail: String| RuntimeError::Launch {
             zone: spec.zone_id,
             detail,
         };
-        let console = Channel::bind(&files.console)
-            .map_err(|e| Error::io(format!("cannot listen on {}", files.console.display()), e))?;
-        let idm = Channel::bind(&files.idm)
-            .map_err(|e| Error::io(format!("cannot listen on {}", files.idm.display()), e))?;
+        let console = Channel::bind(&files.console).map_err(|e| {
+            RuntimeError::io(format!("cannot listen on {}", files.console.display()), e)
+        })?;
+        let idm = Channel::bind(&files.idm).map_err(|e| {
+            RuntimeError::io(format!("cannot listen on {}", files.idm.display()), e)
+        })?;
         let log = std::fs::File::create(&files.log)
-            .map_err(|e| Error::io(format!("cannot create {}", files.log.display()), e))?;
+            .map_err(|e| RuntimeError::io(format!("cannot create {}", files.log.display()), e))?;
         let log_err = log
             .try_clone()
-            .map_err(|e| Error::io("cannot duplicate the QEMU log handle", e))?;
+            .map_err(|e| RuntimeError::io("cannot duplicate the QEMU log handle", e))?;
         let mut command = std::process::Command::new(&self.config.binary);
         command
             .args(args::build(spec, files, &self.machine))
@@ -411,7 +419,7 @@ impl Backend for QemuBackend {
     async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
         self.check(spec)?;
         if self.vm(spec.zone_id).is_ok() {
-            return Err(Error::Launch {
+            return Err(RuntimeError::Launch {
                 zone: spec.zone_id,
                 detail: "the zone already has a running QEMU".into(),
             });
@@ -433,7 +441,7 @@ impl Backend for QemuBackend {
                     "QEMU started"
                 );
                 let info = vm.info(spec.zone_id);
-                self.vms.lock().unwrap().insert(spec.zone_id, vm);
+                crate::sync::lock(&self.vms).insert(spec.zone_id, vm);
                 Ok(info)
             }
             Err(e) => {
@@ -447,7 +455,7 @@ impl Backend for QemuBackend {
         let files = ZoneFiles::new(&self.zone_dir(zone_id));
         let vm = match self.vm(zone_id) {
             Ok(vm) => Some(vm),
-            Err(Error::NoSuchZone(_)) => None,
+            Err(RuntimeError::NoSuchZone(_)) => None,
             Err(e) => return Err(e),
         };
         if let Some(vm) = &vm {
@@ -469,7 +477,7 @@ impl Backend for QemuBackend {
                         .await
                         .is_err()
                     {
-                        return Err(Error::Destroy {
+                        return Err(RuntimeError::Destroy {
                             zone: zone_id,
                             detail: format!(
                                 "QEMU pid {} survived SIGKILL for {} s",
@@ -481,7 +489,7 @@ impl Backend for QemuBackend {
                 }
             }
         }
-        self.vms.lock().unwrap().remove(&zone_id);
+        crate::sync::lock(&self.vms).remove(&zone_id);
         remove_files(&files);
         Ok(())
     }
@@ -491,7 +499,12 @@ impl Backend for QemuBackend {
         let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("cannot list {}", root.display()), e)),
+            Err(e) => {
+                return Err(RuntimeError::io(
+                    format!("cannot list {}", root.display()),
+                    e,
+                ));
+            }
         };
         let mut found = Vec::new();
         for entry in entries.flatten() {
@@ -504,7 +517,7 @@ impl Backend for QemuBackend {
             };
             match self.vm(zone) {
                 Ok(vm) => found.push(vm.info(zone)),
-                Err(Error::NoSuchZone(_)) => {}
+                Err(RuntimeError::NoSuchZone(_)) => {}
                 Err(e) => tracing::warn!(zone = %zone, "{e}"),
             }
         }
@@ -518,7 +531,7 @@ impl Backend for QemuBackend {
             .console
             .open(self.config.connect_timeout, &vm.process)
             .await
-            .map_err(|e| Error::io(format!("console of zone {zone_id}"), e))?;
+            .map_err(|e| RuntimeError::io(format!("console of zone {zone_id}"), e))?;
         Ok(Box::new(stream))
     }
 
@@ -528,7 +541,7 @@ impl Backend for QemuBackend {
             .idm
             .open(self.config.connect_timeout, &vm.process)
             .await
-            .map_err(|e| Error::io(format!("IDM channel of zone {zone_id}"), e))?;
+            .map_err(|e| RuntimeError::io(format!("IDM channel of zone {zone_id}"), e))?;
         Ok(Box::new(stream))
     }
 
@@ -564,7 +577,7 @@ impl Backend for QemuBackend {
     }
 
     async fn update_resources(&self, _zone_id: Uuid, _resources: Resources) -> Result<()> {
-        Err(Error::Unsupported {
+        Err(RuntimeError::Unsupported {
             kind: BackendKind::Qemu,
             what: "change a running zone's resources",
             detail:
