@@ -91,6 +91,26 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
         check_guest_path("spec.working_dir", &spec.working_dir)?;
     }
     check_user(&spec.user)?;
+    let (vcpus, memory_mib) = resources(spec, limits)?;
+    for (field, path) in [
+        ("spec.kernel_path", &spec.kernel_path),
+        ("spec.initrd_path", &spec.initrd_path),
+    ] {
+        if !path.is_empty() {
+            check_host_file(field, path)?;
+        }
+    }
+    check_kernel_args(&spec.kernel_args)?;
+    check_ports(&spec.ports)?;
+    Ok(ValidSpec {
+        image,
+        vcpus,
+        memory_mib,
+    })
+}
+
+/// vCPUs and memory, defaulted, within the host's and the backend's limits.
+fn resources(spec: &v1::ZoneSpec, limits: &Limits) -> Result<(u32, u64), FieldError> {
     let vcpus = match spec.vcpus {
         None => limits.default_vcpus.min(limits.host_cpus).max(1),
         Some(0) => return Err(bad("spec.vcpus", "must be at least 1")),
@@ -130,23 +150,19 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
             ),
         ));
     }
-    for (field, path) in [
-        ("spec.kernel_path", &spec.kernel_path),
-        ("spec.initrd_path", &spec.initrd_path),
-    ] {
-        if !path.is_empty() {
-            check_host_file(field, path)?;
-        }
-    }
-    let args_len: usize = spec.kernel_args.iter().map(|a| a.len() + 1).sum();
+    Ok((vcpus, memory_mib))
+}
+
+/// Extra kernel arguments: bounded, one argument each.
+fn check_kernel_args(args: &[String]) -> Result<(), FieldError> {
+    let args_len: usize = args.iter().map(|a| a.len() + 1).sum();
     if args_len > MAX_KERNEL_ARGS_BYTES {
         return Err(bad(
             "spec.kernel_args",
             format!("{args_len} bytes is over the {MAX_KERNEL_ARGS_BYTES}-byte limit"),
         ));
     }
-    if let Some(arg) = spec
-        .kernel_args
+    if let Some(arg) = args
         .iter()
         .find(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
@@ -158,7 +174,12 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
             ),
         ));
     }
-    for (i, port) in spec.ports.iter().enumerate() {
+    Ok(())
+}
+
+/// Published ports: valid numbers, addresses and protocols.
+fn check_ports(ports: &[v1::PortMapping]) -> Result<(), FieldError> {
+    for (i, port) in ports.iter().enumerate() {
         let field = format!("spec.ports[{i}]");
         for (what, p) in [("host_port", port.host_port), ("zone_port", port.zone_port)] {
             if !(1..=65535).contains(&p) {
@@ -181,11 +202,7 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
             ));
         }
     }
-    Ok(ValidSpec {
-        image,
-        vcpus,
-        memory_mib,
-    })
+    Ok(())
 }
 
 fn check_argv(field: &str, argv: &[String]) -> Result<(), FieldError> {
