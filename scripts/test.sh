@@ -20,6 +20,14 @@ step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "fuzz targets build"
+# Each fuzz crate is a workspace of its own (cargo-fuzz wants nightly flags), so nothing else
+# compiles them: check them here so they cannot rot. One target dir: libFuzzer builds once.
+for manifest in crates/*/fuzz/Cargo.toml network/fuzz/Cargo.toml; do
+  [ -f "$manifest" ] || continue
+  CARGO_TARGET_DIR=target/fuzz-check cargo check --quiet --manifest-path "$manifest" --bins
+done
+
 step "guest bundle from an empty package cache (kernel/build-bundle.sh -> target/guest)"
 # A new machine has no /var/cache/spore: build the bundle the way it does, downloading the
 # kernel package into an empty cache, so CI takes the path a new user takes.
