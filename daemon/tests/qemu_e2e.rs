@@ -147,6 +147,28 @@ impl Host {
         }
     }
 
+    /// Waits until zone `id`'s QEMU `pid` is gone and the zone no longer names a VM.
+    async fn wait_vm_released(&self, id: &str, pid: i32) {
+        let start = Instant::now();
+        while process_alive(pid)
+            || !self
+                .zone(id)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .domain
+                .is_empty()
+        {
+            assert!(
+                start.elapsed() < ZONE_TIMEOUT,
+                "the VM of zone {id} (QEMU {pid}) was not released; spored log:\n{}",
+                self.spored.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn zones(&self) -> Vec<v1::Zone> {
         self.client()
             .await
@@ -393,24 +415,7 @@ async fn an_exit_while_spored_is_down_is_recorded_after_the_restart() {
     assert_eq!(exit_of(zone), v1::exit_status::Status::Code(4));
     assert_eq!(status.reason, "workload exited with code 4");
     // The ack lets the guest power off; the VM is released either way.
-    let start = Instant::now();
-    while process_alive(pid)
-        || !host
-            .zone(&id)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .domain
-            .is_empty()
-    {
-        assert!(
-            start.elapsed() < ZONE_TIMEOUT,
-            "the exited zone's VM (QEMU {pid}) was not released; spored log:\n{}",
-            host.spored.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    host.wait_vm_released(&id, pid).await;
     assert!(
         !host.spored.log().contains("cannot go from exited"),
         "a duplicate Exit caused a second transition attempt:\n{}",
@@ -559,23 +564,7 @@ async fn a_guest_that_never_starts_fails_within_the_start_timeout() {
     // zone runs (its pidfile went with it).
     let id = zone.id.clone();
     let pid = qemu_pid(&zone);
-    let start = Instant::now();
-    while process_alive(pid)
-        || !host
-            .zone(&id)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .domain
-            .is_empty()
-    {
-        assert!(
-            start.elapsed() < ZONE_TIMEOUT,
-            "QEMU {pid} of the failed zone was not destroyed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    host.wait_vm_released(&id, pid).await;
     assert!(!host.zone_dir(&id).join("qemu.pid").exists());
     let leftover = Command::new("pgrep")
         .args(["-f", &format!("spore-{id}")])

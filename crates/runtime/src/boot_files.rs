@@ -79,6 +79,15 @@ pub struct BootFiles {
     loading: Mutex<()>,
 }
 
+/// Where a backend keeps derived kernel files by default: `<state>/kernels`, beside its zones
+/// root `<state>/zones`.
+pub fn default_cache_dir(zones_root: &Path) -> PathBuf {
+    zones_root
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("kernels")
+}
+
 impl BootFiles {
     pub fn new(cache_dir: PathBuf) -> BootFiles {
         BootFiles {

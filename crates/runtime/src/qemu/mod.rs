@@ -70,10 +70,7 @@ impl QemuConfig {
         let zones_root: PathBuf = zones_root.into();
         QemuConfig {
             binary: "qemu-system-x86_64".into(),
-            kernel_cache: zones_root
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join("kernels"),
+            kernel_cache: crate::boot_files::default_cache_dir(&zones_root),
             zones_root,
             guest_kernel: None,
             accel: AccelChoice::Auto,

@@ -1,6 +1,6 @@
 //! How the Xen backend runs zones: its settings and the limits it enforces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::teardown::Timeouts;
@@ -48,10 +48,7 @@ impl XenConfig {
     pub fn new(zones_root: impl Into<PathBuf>) -> XenConfig {
         let zones_root: PathBuf = zones_root.into();
         XenConfig {
-            kernel_cache: zones_root
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join("kernels"),
+            kernel_cache: crate::boot_files::default_cache_dir(&zones_root),
             zones_root,
             guest_kernel: None,
             guest_initrd: None,
