@@ -11,6 +11,8 @@ current="start"
 # Fail loudly, naming the step: set -e alone would end the run with no word of where.
 trap 'rc=$?; printf "\ntest.sh: FAILED in step \"%s\": %s exited with %s\n" "$current" "$BASH_COMMAND" "$rc" >&2' ERR
 scratch=$(mktemp -d /tmp/spore-test.XXXXXX)
+# Inherited by everything the tests start (spored, QEMU): how the leak check below knows them.
+export SPORE_TEST_RUN="test.sh-$$-$(date +%s)"
 trap 'rm -rf "$scratch"' EXIT
 
 step "dependencies"
@@ -39,11 +41,18 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "nothing left running by the tests"
 # Zone QEMUs run in sessions of their own; the suites end theirs even when a test fails or
-# times out (spore-testkit's Reaper). A survivor is a leak: name it, end it, fail.
-left=$(pgrep -af 'qemu-system.*-pidfile /tmp/' || true)
-if [ -n "$left" ]; then
-  printf 'test.sh: QEMU processes left behind by the tests:\n%s\n' "$left" >&2
-  pkill -9 -f 'qemu-system.*-pidfile /tmp/' || true
+# times out (spore-testkit's Reaper). A survivor is a leak: name it, end it, fail. This run's
+# QEMUs are told apart from anyone else's by the marker they inherit in their environment.
+left=()
+for pid in $(pgrep -f qemu-system-x86_64 || true); do
+  if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "SPORE_TEST_RUN=$SPORE_TEST_RUN"; then
+    left+=("$pid")
+  fi
+done
+if [ "${#left[@]}" -gt 0 ]; then
+  echo "test.sh: QEMU processes left behind by the tests:" >&2
+  ps -o pid=,args= -p "$(IFS=,; echo "${left[*]}")" >&2 || true
+  kill -9 "${left[@]}" 2>/dev/null || true
   false
 fi
 
