@@ -19,8 +19,8 @@ ms() { lab_ms_since "$1"; }
 mkdir -p "$state/guest"
 cp "$P/kernel" "$P/initrd" "$state/guest/"
 
-start_spored() {
-  "$P/spored" --state-dir "$state" --socket "$sock" --backend xen >> "$log" 2>&1 &
+start_spored() { # [SPORED ARGS...]
+  "$P/spored" --state-dir "$state" --socket "$sock" --backend xen "$@" >> "$log" 2>&1 &
   spored_pid=$!
   local n=0 st
   until st=$(ctl -o json host status 2>/dev/null) && [[ $st == *'"backend": "BACKEND_KIND_XEN"'* ]]; do
@@ -220,6 +220,23 @@ else fail "late: $(zone_field late state) ($(zone_field late reason)), not EXITE
 nothing_left "zone that exited while spored was down"
 out=$(ctl zone destroy late 2>&1) || fail "destroy late: $out"
 nothing_left "late destroyed"
+
+echo "== a guest that never starts"
+# An initrd whose /init sleeps: the domain runs, the workload never starts. spored fails the
+# zone after zones.start_timeout_secs and destroys the domain, so nothing is left hanging.
+stop_spored || fail "spored did not stop cleanly on SIGTERM (exit $?)"
+printf '[zones]\nstart_timeout_secs = 40\n' > /run/lab/spored-start-timeout.toml
+start_spored --config /run/lab/spored-start-timeout.toml || { fail "spored did not restart"; finish; }
+t=$EPOCHREALTIME
+out=$(ctl zone launch --attach --name stuck --initrd "$P/hang-initrd" demo true 2>&1)
+rc=$?
+if [ $rc = 125 ] && [[ $out == *"the guest did not start within 40 s"* ]]; then
+  ok "launch --attach of a guest that never starts: exit 125 after $(ms "$t") ms: $out"
+else fail "a guest that never starts: sporectl exit $rc (want 125), output: $out"; fi
+st=$(zone_field stuck state)
+[ "$st" = ZONE_STATE_FAILED ] || fail "the stuck zone is $st, not FAILED"
+nothing_left "a guest that never started (FAILED, record kept)"
+out=$(ctl zone destroy stuck 2>&1) || fail "destroy stuck: $out"
 
 echo "== spored stops"
 stop_spored || fail "spored did not stop cleanly on SIGTERM"

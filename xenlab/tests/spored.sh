@@ -5,7 +5,8 @@
 # output and exit code, a signal death, three zones at once, destroy leaving no domain, xenstore
 # node or loop device (checked with xl list, xenstore-ls, losetup), a spored restart that
 # re-adopts a running zone which then exits with its own code, and a workload that exits while
-# spored is stopped (the domain waits for the exit ack; the next spored records the code).
+# spored is stopped (the domain waits for the exit ack; the next spored records the code), and a
+# guest that never starts its workload (FAILED after the start timeout, its domain destroyed).
 #
 # usage: xenlab/tests/spored.sh      (exit code 0 = every check passed)
 # spored's log and the zones' consoles end up in target/xenlab-spored/ (XENLAB_SPORED_RESULTS).
@@ -28,6 +29,12 @@ trap 'rm -rf "$tmp"' EXIT
 # Without debug info the two binaries are 10x smaller to carry into the lab over 9p.
 for b in spored sporectl; do objcopy --strip-debug "$bin/$b" "$tmp/$b"; done
 scripts/demo-image.sh "$tmp/demo-oci" demo >/dev/null
+# An initrd whose /init never starts a workload (the start-timeout case).
+mkdir -p "$tmp/hang/bin"
+cp /bin/busybox "$tmp/hang/bin/busybox"
+printf '#!/bin/busybox sh\nexec /bin/busybox sleep 100000\n' > "$tmp/hang/init"
+chmod 0755 "$tmp/hang/init"
+(cd "$tmp/hang" && find . | cpio -o -H newc --quiet) > "$tmp/hang.initrd"
 
 stage_lab "$tmp" "$repo/xenlab/tests/spored-dom0.sh"
 results=${XENLAB_SPORED_RESULTS:-$repo/target/xenlab-spored}
@@ -36,7 +43,7 @@ rc=0
 "$tmp/lab/lab.sh" run --timeout "${XENLAB_SPORED_TIMEOUT:-1200}" --mem 2048 --results "$results" \
   --payload "$tmp/spored:spored" --payload "$tmp/sporectl:sporectl" \
   --payload "$bundle/kernel:kernel" --payload "$bundle/initrd:initrd" \
-  --payload "$tmp/demo-oci:demo-oci" \
+  --payload "$tmp/demo-oci:demo-oci" --payload "$tmp/hang.initrd:hang-initrd" \
   "$tmp/spored-dom0.sh" || rc=$?
 say "spored's log and the zones' consoles: $results/"
 exit $rc
