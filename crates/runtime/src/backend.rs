@@ -13,7 +13,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 
 /// A VM the backend owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainInfo {
+pub struct VmInfo {
     pub zone_id: Uuid,
     /// Backend handle in words: `domid 7`, `qemu pid 4242`.
     pub handle: String,
@@ -34,7 +34,7 @@ pub enum StopReason {
 
 /// A stopped VM: the reason and, in words, what the backend saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainStop {
+pub struct VmStop {
     pub reason: StopReason,
     pub detail: String,
 }
@@ -73,7 +73,7 @@ pub trait Backend: Send + Sync + 'static {
     fn limits(&self) -> VmLimits;
 
     /// Creates and starts the VM. On error nothing is left behind.
-    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo>;
+    async fn create(&self, spec: &LaunchSpec) -> Result<VmInfo>;
 
     /// Stops the VM if it runs and releases everything it holds. Idempotent: destroying a
     /// zone the backend does not know succeeds.
@@ -81,7 +81,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The VMs this backend owns (running or stopped but not destroyed), for re-adoption
     /// after a daemon restart.
-    async fn list(&self) -> Result<Vec<DomainInfo>>;
+    async fn list(&self) -> Result<Vec<VmInfo>>;
 
     /// Opens the zone's console (hvc0). Output produced while no stream is open may be lost,
     /// so spored keeps one open for the zone's whole life.
@@ -91,7 +91,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn open_idm(&self, zone_id: Uuid) -> Result<Box<dyn ByteStream>>;
 
     /// Resolves when the zone's VM has stopped.
-    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop>;
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<VmStop>;
 
     /// Changes a running VM's vCPUs and memory within what it was created with (Xen: vcpu
     /// online mask and balloon target; QEMU: the same through the guest's balloon and CPU

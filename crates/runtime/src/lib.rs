@@ -18,7 +18,7 @@ mod spec;
 mod sync;
 pub mod xen;
 
-pub use backend::{Backend, ByteStream, DomainInfo, DomainStop, Resources, StopReason, VmLimits};
+pub use backend::{Backend, ByteStream, Resources, StopReason, VmInfo, VmLimits, VmStop};
 pub use error::{BoxError, Result, RuntimeError};
 pub use probe::{BackendKind, BackendProbe, HostProbe};
 pub use spec::{LaunchSpec, NicSpec};

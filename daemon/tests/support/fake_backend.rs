@@ -21,8 +21,8 @@ use futures::{SinkExt, StreamExt};
 use spore_idm::proto::{self, idm_packet::Body};
 use spore_idm::{IdmCodec, IdmPacket};
 use spore_runtime::{
-    Backend, BackendKind, ByteStream, DomainInfo, DomainStop, LaunchSpec, Resources, Result,
-    RuntimeError as Error, StopReason, VmLimits,
+    Backend, BackendKind, ByteStream, LaunchSpec, Resources, Result, RuntimeError as Error,
+    StopReason, VmInfo, VmLimits, VmStop,
 };
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
@@ -32,8 +32,8 @@ use uuid::Uuid;
 struct Vm {
     console: mpsc::Sender<DuplexStream>,
     idm: mpsc::Sender<DuplexStream>,
-    stopped: watch::Receiver<Option<DomainStop>>,
-    stop: watch::Sender<Option<DomainStop>>,
+    stopped: watch::Receiver<Option<VmStop>>,
+    stop: watch::Sender<Option<VmStop>>,
 }
 
 #[derive(Default)]
@@ -93,7 +93,7 @@ impl Backend for FakeBackend {
         }
     }
 
-    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
+    async fn create(&self, spec: &LaunchSpec) -> Result<VmInfo> {
         if self.fail_create.load(Ordering::SeqCst) {
             return Err(Error::Launch {
                 zone: spec.zone_id,
@@ -108,7 +108,7 @@ impl Backend for FakeBackend {
         let command = launch.overrides.cmd.unwrap_or_default();
         self.boot(spec.zone_id, command);
         self.created.lock().unwrap().push(spec.zone_id);
-        Ok(DomainInfo {
+        Ok(VmInfo {
             zone_id: spec.zone_id,
             handle: "fake vm".into(),
             running: true,
@@ -117,7 +117,7 @@ impl Backend for FakeBackend {
 
     async fn destroy(&self, zone_id: Uuid) -> Result<()> {
         if let Some(vm) = self.vms.lock().unwrap().remove(&zone_id) {
-            vm.stop.send_replace(Some(DomainStop {
+            vm.stop.send_replace(Some(VmStop {
                 reason: StopReason::Killed,
                 detail: "destroyed".into(),
             }));
@@ -126,13 +126,13 @@ impl Backend for FakeBackend {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<DomainInfo>> {
+    async fn list(&self) -> Result<Vec<VmInfo>> {
         Ok(self
             .vms
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, vm)| DomainInfo {
+            .map(|(id, vm)| VmInfo {
                 zone_id: *id,
                 handle: "fake vm".into(),
                 running: vm.stopped.borrow().is_none(),
@@ -154,7 +154,7 @@ impl Backend for FakeBackend {
         Ok(Box::new(host))
     }
 
-    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<VmStop> {
         let mut stopped = self.vm(zone_id, |vm| vm.stopped.clone())?;
         let stop = stopped
             .wait_for(|s| s.is_some())
@@ -182,14 +182,14 @@ async fn guest(
     command: Vec<String>,
     mut consoles: mpsc::Receiver<DuplexStream>,
     mut idms: mpsc::Receiver<DuplexStream>,
-    stop: watch::Sender<Option<DomainStop>>,
+    stop: watch::Sender<Option<VmStop>>,
 ) {
     let mut console = consoles.recv().await;
     let Some(idm) = idms.recv().await else { return };
     let mut idm = Framed::new(idm, IdmCodec::new());
     let args: Vec<&str> = command.iter().map(String::as_str).collect();
     let poweroff = |reason| {
-        stop.send_replace(Some(DomainStop {
+        stop.send_replace(Some(VmStop {
             reason,
             detail: "guest powered off".into(),
         }));

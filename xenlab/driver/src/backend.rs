@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use spore_runtime::xen::XenBackend;
-use spore_runtime::{
-    Backend, DomainStop, LaunchSpec, NicSpec, Resources, RuntimeError, StopReason,
-};
+use spore_runtime::{Backend, LaunchSpec, NicSpec, Resources, RuntimeError, StopReason, VmStop};
 use spore_xen::builder::{DomainBuilder, DomainConfig};
 use spore_xen::xs::XsClient;
 use spore_xen::{DomId, Hypervisor, PrivCmd};
@@ -81,11 +79,7 @@ async fn too_small_is_refused(lab: &Lab, backend: &XenBackend) -> Result<()> {
 
 /// Waits for the zone to stop, destroys it and checks nothing is left of it; returns how it
 /// stopped.
-async fn destroy_stopped(
-    backend: &XenBackend,
-    spec: &LaunchSpec,
-    domid: DomId,
-) -> Result<DomainStop> {
+async fn destroy_stopped(backend: &XenBackend, spec: &LaunchSpec, domid: DomId) -> Result<VmStop> {
     let stop = tokio::time::timeout(BOOT, backend.wait_stopped(spec.zone_id)).await??;
     let loops = loops_of(domid)?;
     backend.destroy(spec.zone_id).await?;

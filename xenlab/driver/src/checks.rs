@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::report::result;
 
 /// The domid in a Xen zone's handle (`domid N`, maybe with a suffix).
-pub fn domid_of(info: &spore_runtime::DomainInfo) -> Result<DomId> {
+pub fn domid_of(info: &spore_runtime::VmInfo) -> Result<DomId> {
     info.handle
         .strip_prefix("domid ")
         .and_then(|d| d.split(' ').next()?.parse().ok())

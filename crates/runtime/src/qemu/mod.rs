@@ -27,8 +27,8 @@ pub use args::ZoneFiles;
 use crate::boot_files::BootFiles;
 use crate::probe::BackendKind;
 use crate::{
-    Backend, BoxError, ByteStream, DomainInfo, DomainStop, LaunchSpec, Resources, Result,
-    RuntimeError, StopReason, VmLimits,
+    Backend, BoxError, ByteStream, LaunchSpec, Resources, Result, RuntimeError, StopReason, VmInfo,
+    VmLimits, VmStop,
 };
 use args::MachineOptions;
 use channel::Channel;
@@ -337,8 +337,8 @@ impl Vm {
         }
     }
 
-    fn info(&self, zone: Uuid) -> DomainInfo {
-        DomainInfo {
+    fn info(&self, zone: Uuid) -> VmInfo {
+        VmInfo {
             zone_id: zone,
             handle: format!("qemu pid {}", self.process.pid()),
             running: !self.process.has_exited(),
@@ -346,7 +346,7 @@ impl Vm {
     }
 
     /// Why QEMU ended, once it has.
-    async fn stop_reason(&self) -> DomainStop {
+    async fn stop_reason(&self) -> VmStop {
         let cause = self
             .monitor
             .lock()
@@ -363,20 +363,20 @@ fn stop_reason(
     cause: Option<&str>,
     status: Option<std::process::ExitStatus>,
     log: &Path,
-) -> DomainStop {
+) -> VmStop {
     use std::os::unix::process::ExitStatusExt;
     match cause {
-        Some("guest-shutdown") => DomainStop {
+        Some("guest-shutdown") => VmStop {
             reason: StopReason::Poweroff,
             detail: "the guest powered off".into(),
         },
-        Some(reason @ ("guest-reset" | "guest-panic")) => DomainStop {
+        Some(reason @ ("guest-reset" | "guest-panic")) => VmStop {
             reason: StopReason::Crash,
             detail: format!(
                 "the guest kernel stopped ({reason}; a kernel panic reboots, which ends the VM): see the zone's console log"
             ),
         },
-        Some(reason) => DomainStop {
+        Some(reason) => VmStop {
             reason: StopReason::Killed,
             detail: format!("QEMU was stopped from the host ({reason})"),
         },
@@ -388,7 +388,7 @@ fn stop_reason(
                 Some(s) => format!("exited ({s})"),
                 None => "ended".to_string(),
             };
-            DomainStop {
+            VmStop {
                 reason: if status.and_then(|s| s.signal()).is_some() {
                     StopReason::Killed
                 } else {
@@ -413,7 +413,7 @@ impl Backend for QemuBackend {
         }
     }
 
-    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
+    async fn create(&self, spec: &LaunchSpec) -> Result<VmInfo> {
         self.check(spec)?;
         if self.vm(spec.zone_id).is_ok() {
             return Err(RuntimeError::Launch {
@@ -491,7 +491,7 @@ impl Backend for QemuBackend {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<DomainInfo>> {
+    async fn list(&self) -> Result<Vec<VmInfo>> {
         let root = &self.config.zones_root;
         let entries = match std::fs::read_dir(root) {
             Ok(entries) => entries,
@@ -542,7 +542,7 @@ impl Backend for QemuBackend {
         Ok(Box::new(stream))
     }
 
-    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<VmStop> {
         let vm = self.vm(zone_id)?;
         let mut dead = vm.dead.clone();
         let dead = async move {
@@ -561,7 +561,7 @@ impl Backend for QemuBackend {
                 tracing::warn!(zone = %zone_id, pid = vm.process.pid(), "QEMU stopped the guest ({state}); killing it");
                 vm.process.kill();
                 vm.process.exited().await;
-                return Ok(DomainStop {
+                return Ok(VmStop {
                     reason: StopReason::Crash,
                     detail: format!(
                         "QEMU stopped the guest for good ({state}): {}",

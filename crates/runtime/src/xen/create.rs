@@ -19,7 +19,7 @@ use super::zone::{Channel, Connected, Zone};
 use super::{Inner, XenBackend, store, teardown, xen};
 use crate::boot_files::{BootFileError, BootFiles};
 use crate::sync::lock;
-use crate::{DomainInfo, LaunchSpec, Result, RuntimeError};
+use crate::{LaunchSpec, Result, RuntimeError, VmInfo};
 
 /// A domain built, introduced and wired, still paused.
 pub(super) struct Built {
@@ -52,7 +52,7 @@ pub(super) fn bundle_min_mib(files: &BootFiles, config: &XenConfig) -> u64 {
 
 impl<P: Platform> XenBackend<P> {
     /// [`crate::Backend::create`]: returns once the domain runs.
-    pub(super) async fn launch(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
+    pub(super) async fn launch(&self, spec: &LaunchSpec) -> Result<VmInfo> {
         let started = Instant::now();
         self.check(spec)?;
         let id = spec.zone_id;
@@ -76,7 +76,7 @@ impl<P: Platform> XenBackend<P> {
             built_ms,
             "Xen domain started"
         );
-        Ok(DomainInfo {
+        Ok(VmInfo {
             zone_id: id,
             handle: format!("domid {domid}"),
             running: true,

@@ -41,8 +41,7 @@ use crate::boot_files::BootFiles;
 use crate::probe::BackendKind;
 use crate::sync::lock;
 use crate::{
-    Backend, ByteStream, DomainInfo, DomainStop, LaunchSpec, Resources, Result, RuntimeError,
-    VmLimits,
+    Backend, ByteStream, LaunchSpec, Resources, Result, RuntimeError, VmInfo, VmLimits, VmStop,
 };
 pub use config::{BOOT_HEADROOM_MIB, FALLBACK_MIN_MEMORY_MIB, MAX_VCPUS, XenConfig};
 pub use platform::{
@@ -236,7 +235,7 @@ impl<P: Platform> Backend for XenBackend<P> {
         }
     }
 
-    async fn create(&self, spec: &LaunchSpec) -> Result<DomainInfo> {
+    async fn create(&self, spec: &LaunchSpec) -> Result<VmInfo> {
         self.launch(spec).await
     }
 
@@ -258,7 +257,7 @@ impl<P: Platform> Backend for XenBackend<P> {
             })
     }
 
-    async fn list(&self) -> Result<Vec<DomainInfo>> {
+    async fn list(&self) -> Result<Vec<VmInfo>> {
         let owned = self
             .blocking(|i| {
                 let mut xs = i.xs.connect()?;
@@ -266,9 +265,9 @@ impl<P: Platform> Backend for XenBackend<P> {
             })
             .await?
             .map_err(xen("listing Xen domains"))?;
-        let mut found: Vec<DomainInfo> = owned
+        let mut found: Vec<VmInfo> = owned
             .into_iter()
-            .map(|o| DomainInfo {
+            .map(|o| VmInfo {
                 zone_id: o.zone,
                 handle: if o.built {
                     format!("domid {}", o.domid)
@@ -300,7 +299,7 @@ impl<P: Platform> Backend for XenBackend<P> {
         Ok(Box::new(stream))
     }
 
-    async fn wait_stopped(&self, zone_id: Uuid) -> Result<DomainStop> {
+    async fn wait_stopped(&self, zone_id: Uuid) -> Result<VmStop> {
         let zone = self.zone(zone_id).await?;
         self.watch_stop(zone_id, zone.domid).await
     }

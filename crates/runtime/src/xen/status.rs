@@ -3,13 +3,13 @@
 use spore_xen::{DomId, DomainInfo, ShutdownReason, XenError};
 use uuid::Uuid;
 
-use crate::{DomainStop, StopReason};
+use crate::{StopReason, VmStop};
 
 /// What `getdomaininfo` says about a zone's domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainState {
     Running,
-    Stopped(DomainStop),
+    Stopped(VmStop),
 }
 
 /// Maps a `getdomaininfo` answer for `domid` (which should be `zone`'s domain) to its state.
@@ -20,7 +20,7 @@ pub fn state_of(
     info: Result<DomainInfo, XenError>,
 ) -> Result<DomainState, XenError> {
     let gone = || {
-        DomainState::Stopped(DomainStop {
+        DomainState::Stopped(VmStop {
             reason: StopReason::Killed,
             detail: format!("domain {domid} no longer exists: it was destroyed outside spore"),
         })
@@ -37,7 +37,7 @@ pub fn state_of(
     if info.handle != *zone.as_bytes() {
         return Ok(gone());
     }
-    let stop = |reason, detail: String| Ok(DomainState::Stopped(DomainStop { reason, detail }));
+    let stop = |reason, detail: String| Ok(DomainState::Stopped(VmStop { reason, detail }));
     match info.shutdown_reason() {
         None if info.is_dying() => stop(
             StopReason::Killed,

@@ -11,12 +11,12 @@ use super::platform::{Platform, ServeRings};
 use super::status::{self, DomainState};
 use super::zone::Connected;
 use super::{XenBackend, xen};
-use crate::{DomainStop, Result, RuntimeError};
+use crate::{Result, RuntimeError, VmStop};
 
 impl<P: Platform> XenBackend<P> {
     /// Resolves when `zone`'s domain `domid` has stopped: on `@releaseDomain` (fired when a
     /// domain shuts down or goes) and every [`STOP_POLL`], it asks the hypervisor.
-    pub(super) async fn watch_stop(&self, zone: Uuid, domid: DomId) -> Result<DomainStop> {
+    pub(super) async fn watch_stop(&self, zone: Uuid, domid: DomId) -> Result<VmStop> {
         let mut watch = None;
         loop {
             // Watch first, then look: a stop between the two still fires the watch.
