@@ -1,0 +1,282 @@
+//! One TCP flow: a zone connection (outbound through the SYN gate, or inbound from a published
+//! port) terminated by its own smoltcp interface with exactly one socket, pumped to and from a
+//! non-blocking host socket with backpressure both ways.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+use super::device::OneShot;
+use crate::frames::TxQueue;
+use crate::zone::ZoneNet;
+
+/// How a host connect ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectResult {
+    Pending,
+    Connected,
+    Refused,
+    /// Unreachable, timed out, or any other failure.
+    Failed(Errno),
+}
+
+/// Starts a non-blocking connect to `to`.
+pub fn start_connect(to: SocketAddr) -> Result<(OwnedFd, ConnectResult), Errno> {
+    let family = if to.is_ipv6() {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+    let result = match rustix::net::connect(&fd, &to) {
+        Ok(()) => ConnectResult::Connected,
+        Err(Errno::INPROGRESS) => ConnectResult::Pending,
+        Err(e) => classify(e),
+    };
+    Ok((fd, result))
+}
+
+fn classify(e: Errno) -> ConnectResult {
+    if e == Errno::CONNREFUSED {
+        ConnectResult::Refused
+    } else {
+        ConnectResult::Failed(e)
+    }
+}
+
+/// Where a pending connect stands (after the socket reported readiness).
+pub fn connect_status(fd: &OwnedFd) -> ConnectResult {
+    match rustix::net::sockopt::socket_error(fd) {
+        Ok(Ok(())) => match rustix::net::getpeername(fd) {
+            Ok(Some(_)) => ConnectResult::Connected,
+            _ => ConnectResult::Pending,
+        },
+        Ok(Err(e)) | Err(e) => classify(e),
+    }
+}
+
+/// What the pump found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Open,
+    /// Both sides are done (or one reset): remove the flow.
+    Done,
+}
+
+pub struct TcpFlow {
+    pub host: OwnedFd,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    pub host_readable: bool,
+    pub host_writable: bool,
+    /// The host sent FIN (read returned 0): our socket closed its sending side.
+    host_eof: bool,
+    /// The zone's FIN was passed on (`shutdown(SHUT_WR)` on the host socket).
+    shut_host: bool,
+    /// The zone's side reached ESTABLISHED once (so a later CLOSED is a close, not a refusal).
+    established: bool,
+    mtu: usize,
+    zone_mac: smoltcp::wire::EthernetAddress,
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().total_micros() as u64);
+    h.finish()
+}
+
+impl TcpFlow {
+    fn new(
+        local: IpAddr,
+        zone: &ZoneNet,
+        host: OwnedFd,
+        buffer: usize,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> TcpFlow {
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed();
+        let mut dev = OneShot::ip(None, tx, zone.mac, zone.mtu);
+        let mut iface = Interface::new(config, &mut dev, now);
+        // Prefix 0: every address is on-link, so replies to the zone need no route.
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::from(local), 0));
+        });
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; buffer]),
+            tcp::SocketBuffer::new(vec![0; buffer]),
+        );
+        socket.set_nagle_enabled(false);
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
+        TcpFlow {
+            host,
+            iface,
+            sockets,
+            handle,
+            host_readable: false,
+            host_writable: false,
+            host_eof: false,
+            shut_host: false,
+            established: false,
+            mtu: zone.mtu,
+            zone_mac: zone.mac,
+        }
+    }
+
+    /// An outbound flow whose host connect succeeded: a listener for `dst` takes the zone's
+    /// SYN, which the caller injects next.
+    pub fn outbound(
+        dst: SocketAddr,
+        zone: &ZoneNet,
+        host: OwnedFd,
+        buffer: usize,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> TcpFlow {
+        let mut flow = TcpFlow::new(dst.ip(), zone, host, buffer, tx, now);
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        // Cannot fail: the endpoint has a port and the socket is new.
+        let _ = sock.listen(IpEndpoint::new(IpAddress::from(dst.ip()), dst.port()));
+        flow.host_writable = true;
+        flow
+    }
+
+    /// An inbound flow (a published port): connects from the gateway to the zone's port.
+    pub fn inbound(
+        from: SocketAddr,
+        to: SocketAddr,
+        zone: &ZoneNet,
+        host: OwnedFd,
+        buffer: usize,
+        tx: &mut TxQueue,
+        now: Instant,
+    ) -> TcpFlow {
+        let mut flow = TcpFlow::new(from.ip(), zone, host, buffer, tx, now);
+        let cx = flow.iface.context();
+        let sock = flow.sockets.get_mut::<tcp::Socket>(flow.handle);
+        let _ = sock.connect(
+            cx,
+            IpEndpoint::new(IpAddress::from(to.ip()), to.port()),
+            IpEndpoint::new(IpAddress::from(from.ip()), from.port()),
+        );
+        flow.host_readable = true;
+        flow.host_writable = true;
+        flow
+    }
+
+    /// Feeds one IP packet from the zone.
+    pub fn ingress(&mut self, packet: &[u8], tx: &mut TxQueue, now: Instant) {
+        let mut dev = OneShot::ip(Some(packet), tx, self.zone_mac, self.mtu);
+        self.iface
+            .poll_ingress_single(now, &mut dev, &mut self.sockets);
+    }
+
+    /// When the flow's stack wants to run next (retransmits, delayed ACKs).
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.iface.poll_at(now, &self.sockets)
+    }
+
+    /// Whether the zone side is closed or on its way (a new SYN for this 4-tuple replaces the
+    /// flow).
+    pub fn is_closing(&self) -> bool {
+        let s = self.sockets.get::<tcp::Socket>(self.handle).state();
+        matches!(s, tcp::State::Closed | tcp::State::TimeWait)
+    }
+
+    /// Moves data both ways as far as buffers allow, maps FIN and RST, and sends what the
+    /// flow's stack has for the zone. `room` says whether the link may take more frames.
+    pub fn pump(&mut self, tx: &mut TxQueue, now: Instant, room: bool) -> Progress {
+        let sock = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        if !matches!(
+            sock.state(),
+            tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Closed
+        ) {
+            self.established = true;
+        }
+        // Zone -> host: what the zone sent, as far as the host socket takes it. What it does
+        // not take stays in the flow's receive buffer, and the zone's window closes.
+        while self.host_writable && sock.can_recv() {
+            let host = &self.host;
+            match sock.recv(|buf| {
+                match rustix::net::send(host, buf, rustix::net::SendFlags::NOSIGNAL) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                }
+            }) {
+                Ok(Ok(_)) => {}
+                Ok(Err(Errno::AGAIN)) => self.host_writable = false,
+                Ok(Err(_)) => {
+                    // The host reset or vanished: reset the zone's side too.
+                    sock.abort();
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // The zone's FIN, once everything before it went out.
+        if self.established
+            && !self.shut_host
+            && !sock.may_recv()
+            && sock.recv_queue() == 0
+            && sock.state() != tcp::State::Closed
+        {
+            let _ = rustix::net::shutdown(&self.host, rustix::net::Shutdown::Write);
+            self.shut_host = true;
+        }
+        // Host -> zone: only while the flow's send buffer has room and the link takes frames.
+        while room && self.host_readable && !self.host_eof && sock.can_send() {
+            let host = &self.host;
+            match sock.send(|buf| match rustix::io::read(host, buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }) {
+                Ok(Ok(0)) => {
+                    self.host_eof = true;
+                    sock.close();
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(Errno::AGAIN)) => self.host_readable = false,
+                Ok(Err(_)) => {
+                    sock.abort();
+                    self.host_eof = true;
+                }
+                Err(_) => break,
+            }
+        }
+        let state = sock.state();
+        let mut dev = OneShot::ip(None, tx, self.zone_mac, self.mtu);
+        self.iface.poll_egress(now, &mut dev, &mut self.sockets);
+        match state {
+            tcp::State::Closed | tcp::State::TimeWait => {
+                if !(self.host_eof && self.shut_host) {
+                    // A reset (either side) or a timeout: the host sees a reset as well.
+                    let _ = rustix::net::sockopt::set_socket_linger(
+                        &self.host,
+                        Some(std::time::Duration::ZERO),
+                    );
+                }
+                Progress::Done
+            }
+            _ => Progress::Open,
+        }
+    }
+
+    pub fn host_fd(&self) -> impl AsFd + '_ {
+        &self.host
+    }
+}

@@ -1,0 +1,253 @@
+//! Test support: a private network namespace with the zone's tap, sporenet serving it, and a
+//! watchdog that removes both even when the test process is killed.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ZONE_V4: &str = "10.75.0.2";
+pub const ZONE_V6: &str = "fdd4:1476:6c7e::2";
+pub const GW_V4: &str = "10.75.0.1";
+pub const GW_V6: &str = "fdd4:1476:6c7e::1";
+pub const ZONE_MAC: &str = "02:73:70:00:00:02";
+pub const TAP: &str = "tap0";
+
+/// Runs `cmd`, panicking with its output when it fails.
+pub fn sh(cmd: &[&str]) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect(cmd[0]);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What the watchdog runs once its stdin closes (the test ended or its process died): kill the
+/// processes listed in `$2` (the file is emptied first on a clean end) and delete namespace `$1`.
+const CLEANUP: &str = r#"
+cat >/dev/null
+if [ -s "$2" ]; then for p in $(cat "$2"); do kill -9 "$p" 2>/dev/null; done; fi
+ip netns del "$1" 2>/dev/null
+rm -rf "$3"
+true
+"#;
+
+/// A network namespace holding the zone's tap (`tap0`, the zone's MAC, addresses and routes),
+/// the sporenet processes serving it, and a scratch directory. Everything goes on drop, or via
+/// the watchdog when the test process is killed (a nextest timeout).
+pub struct Lab {
+    pub name: String,
+    pub dir: PathBuf,
+    pids: PathBuf,
+    trigger: Option<ChildStdin>,
+    watchdog: Child,
+    pub sporenet: Option<Child>,
+    pub mtu: usize,
+}
+
+impl Lab {
+    pub fn new(tag: &str, mtu: usize) -> Lab {
+        let name = format!("spn-{tag}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pids = dir.join("pids");
+        std::fs::write(&pids, "").unwrap();
+        let mut watchdog = Command::new("setsid")
+            .args(["sh", "-c", CLEANUP, "sporenet-test-watchdog"])
+            .arg(&name)
+            .arg(&pids)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the watchdog (setsid, sh)");
+        let trigger = watchdog.stdin.take();
+        let lab = Lab {
+            name,
+            dir,
+            pids,
+            trigger,
+            watchdog,
+            sporenet: None,
+            mtu,
+        };
+        let n = lab.name.as_str();
+        let mtu = mtu.to_string();
+        sh(&["ip", "netns", "add", n]);
+        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", n, "tuntap", "add", "mode", "tap", "name", TAP]);
+        sh(&[
+            "ip",
+            "-n",
+            n,
+            "link",
+            "set",
+            TAP,
+            "address",
+            ZONE_MAC,
+            "mtu",
+            &mtu,
+            "txqueuelen",
+            "10000",
+            "up",
+        ]);
+        sh(&["ip", "-n", n, "addr", "add", "10.75.0.2/16", "dev", TAP]);
+        sh(&[
+            "ip",
+            "-n",
+            n,
+            "addr",
+            "add",
+            "fdd4:1476:6c7e::2/48",
+            "dev",
+            TAP,
+            "nodad",
+        ]);
+        sh(&["ip", "-n", n, "route", "add", "default", "via", GW_V4]);
+        sh(&["ip", "-n", n, "-6", "route", "add", "default", "via", GW_V6]);
+        lab
+    }
+
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    pub fn status_file(&self) -> PathBuf {
+        self.dir.join("status.json")
+    }
+
+    /// Starts `sporenet tap` for this namespace with `args` added (config, ports).
+    pub fn start_sporenet(&mut self, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("sporenet.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sporenet"))
+            .arg("--config")
+            .arg(self.dir.join("sporenet.toml"))
+            .arg("--status-file")
+            .arg(self.status_file())
+            .arg("tap")
+            .args(["--tap", TAP, "--netns"])
+            .arg(self.netns_path())
+            .args(["--mtu", &self.mtu.to_string()])
+            .args(args)
+            .env("RUST_LOG", "sporenet=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start sporenet");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.pids)
+            .unwrap();
+        writeln!(f, "{}", child.id()).unwrap();
+        self.sporenet = Some(child);
+        self.wait_link_up();
+    }
+
+    /// Writes the config file `start_sporenet` passes.
+    pub fn config(&self, toml: &str) {
+        std::fs::write(self.dir.join("sporenet.toml"), toml).unwrap();
+    }
+
+    /// Waits until the status file says the tap is served.
+    pub fn wait_link_up(&self) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && s["zones"][0]["link_up"] == serde_json::Value::Bool(true)
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "sporenet did not bring the link up; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.status_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// The zone's drop counter `name` in the status file (0 when absent).
+    pub fn dropped(&self, name: &str) -> u64 {
+        self.status()
+            .and_then(|s| s["zones"][0]["dropped"][name].as_u64())
+            .unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sporenet.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs sporenet.
+    pub fn kill_sporenet(&mut self) {
+        if let Some(mut c) = self.sporenet.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs `f` on a thread inside the namespace: the sockets it makes are the zone's.
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let ns = std::fs::File::open(self.netns_path()).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns");
+                f()
+            })
+            .join()
+            .expect("the test's thread in the namespace panicked")
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_sporenet();
+        if std::thread::panicking() {
+            eprintln!("--- sporenet log ({}) ---\n{}", self.name, self.log());
+        }
+        // Nothing left for the watchdog to kill: it only deletes the namespace and directory.
+        let _ = std::fs::write(&self.pids, "");
+        drop(self.trigger.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout`.
+pub fn until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
