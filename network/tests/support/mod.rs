@@ -188,6 +188,25 @@ impl Lab {
             .unwrap_or(0)
     }
 
+    /// Waits (the status file is rewritten every second) until drop counter `name` is at
+    /// least `min`.
+    pub fn wait_dropped(&self, name: &str, min: u64) {
+        until(
+            &format!("drop counter {name} >= {min}"),
+            Duration::from_secs(5),
+            || (self.dropped(name) >= min).then_some(()),
+        );
+    }
+
+    /// Waits until the zone's status field `key` satisfies `ok`.
+    pub fn wait_status(&self, key: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+        until(&format!("status {key}"), Duration::from_secs(5), || {
+            self.status()
+                .filter(|s| ok(&s["zones"][0][key]))
+                .map(|_| ())
+        });
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sporenet.log")).unwrap_or_default()
     }
