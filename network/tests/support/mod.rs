@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod double;
+
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -37,21 +39,19 @@ rm -rf "$3"
 true
 "#;
 
-/// A network namespace holding the zone's tap (`tap0`, the zone's MAC, addresses and routes),
-/// the sporenet processes serving it, and a scratch directory. Everything goes on drop, or via
-/// the watchdog when the test process is killed (a nextest timeout).
-pub struct Lab {
+/// A scratch directory, the processes a test starts and the namespace it makes (if any), all
+/// removed on drop, or by a watchdog in its own session when the test process is killed (a
+/// nextest timeout kills the test's process group).
+pub struct Cleanup {
     pub name: String,
     pub dir: PathBuf,
     pids: PathBuf,
     trigger: Option<ChildStdin>,
     watchdog: Child,
-    pub sporenet: Option<Child>,
-    pub mtu: usize,
 }
 
-impl Lab {
-    pub fn new(tag: &str, mtu: usize) -> Lab {
+impl Cleanup {
+    pub fn new(tag: &str) -> Cleanup {
         let name = format!("spn-{tag}-{}", std::process::id());
         let dir = std::env::temp_dir().join(&name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -68,14 +68,68 @@ impl Lab {
             .spawn()
             .expect("start the watchdog (setsid, sh)");
         let trigger = watchdog.stdin.take();
-        let lab = Lab {
+        Cleanup {
             name,
             dir,
             pids,
             trigger,
             watchdog,
+        }
+    }
+
+    /// Starts a process the watchdog kills if the test dies.
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        let child = cmd.spawn().expect("start a test process");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.pids)
+            .unwrap();
+        writeln!(f, "{}", child.id()).unwrap();
+        child
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // The test's own guards ended its processes: the watchdog must not kill recycled pids.
+        let _ = std::fs::write(&self.pids, "");
+        drop(self.trigger.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// Ends a test's child on drop.
+pub struct Proc(pub Option<Child>);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A network namespace holding the zone's tap (`tap0`, the zone's MAC, addresses and routes),
+/// the sporenet serving it, and a scratch directory.
+pub struct Lab {
+    pub name: String,
+    pub dir: PathBuf,
+    pub sporenet: Option<Child>,
+    pub mtu: usize,
+    // Last: it runs after the guards above ended their processes.
+    cleanup: Cleanup,
+}
+
+impl Lab {
+    pub fn new(tag: &str, mtu: usize) -> Lab {
+        let cleanup = Cleanup::new(tag);
+        let lab = Lab {
+            name: cleanup.name.clone(),
+            dir: cleanup.dir.clone(),
             sporenet: None,
             mtu,
+            cleanup,
         };
         let n = lab.name.as_str();
         let mtu = mtu.to_string();
@@ -129,26 +183,21 @@ impl Lab {
             .append(true)
             .open(self.dir.join("sporenet.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sporenet"))
-            .arg("--config")
-            .arg(self.dir.join("sporenet.toml"))
-            .arg("--status-file")
-            .arg(self.status_file())
-            .arg("tap")
-            .args(["--tap", TAP, "--netns"])
-            .arg(self.netns_path())
-            .args(["--mtu", &self.mtu.to_string()])
-            .args(args)
-            .env("RUST_LOG", "sporenet=debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start sporenet");
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.pids)
-            .unwrap();
-        writeln!(f, "{}", child.id()).unwrap();
+        let child = self.cleanup.spawn(
+            Command::new(env!("CARGO_BIN_EXE_sporenet"))
+                .arg("--config")
+                .arg(self.dir.join("sporenet.toml"))
+                .arg("--status-file")
+                .arg(self.status_file())
+                .arg("tap")
+                .args(["--tap", TAP, "--netns"])
+                .arg(self.netns_path())
+                .args(["--mtu", &self.mtu.to_string()])
+                .args(args)
+                .env("RUST_LOG", "sporenet=debug")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
         self.sporenet = Some(child);
         self.wait_link_up();
     }
@@ -252,10 +301,6 @@ impl Drop for Lab {
         if std::thread::panicking() {
             eprintln!("--- sporenet log ({}) ---\n{}", self.name, self.log());
         }
-        // Nothing left for the watchdog to kill: it only deletes the namespace and directory.
-        let _ = std::fs::write(&self.pids, "");
-        drop(self.trigger.take());
-        let _ = self.watchdog.wait();
     }
 }
 
