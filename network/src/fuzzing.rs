@@ -63,6 +63,11 @@ pub fn fuzz_one(data: &[u8]) {
 
 /// Feeds frames to the classifier and a fresh stack (no link: replies stay queued).
 pub fn run_frames(frames: &[Vec<u8>]) {
+    replies(frames);
+}
+
+/// Like [`run_frames`], returning the frames the stack queued for the zone.
+pub fn replies(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let zone = zone();
     let mut cfg = Config::default();
     // No flow may reach anything real: the fuzzer's flows would connect for real otherwise.
@@ -83,9 +88,13 @@ pub fn run_frames(frames: &[Vec<u8>]) {
     }
     stack.service();
     // Whatever the stack answered is well-formed Ethernet from the gateway to the zone.
-    while let Some(out) = stack.tx.next_frame() {
-        let eth = smoltcp::wire::EthernetFrame::new_checked(out).expect("reply is a frame");
+    let mut out = Vec::new();
+    while let Some(f) = stack.tx.next_frame() {
+        let eth = smoltcp::wire::EthernetFrame::new_checked(f).expect("reply is a frame");
         assert_eq!(eth.src_addr(), crate::zone::GATEWAY_MAC);
+        assert_eq!(eth.dst_addr(), zone.mac);
+        out.push(f.to_vec());
         stack.tx.consume_frame();
     }
+    out
 }

@@ -29,6 +29,8 @@ pub mod zone;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(test)]
+mod hostile_tests;
 
 /// An error and its sources, `: `-separated (library errors never repeat their source).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
