@@ -517,3 +517,64 @@ fn after_kill_9_a_restarted_sporenet_serves_new_flows() {
         "the old connection must be reset, got {r:?}"
     );
 }
+
+#[test]
+fn echo_requests_beyond_the_gateway_reach_the_outside_with_raw_or_ping_sockets() {
+    // Raw sockets (the default `ping_group_range` admits no group), then ping sockets.
+    for ping_sockets in [false, true] {
+        let mut lab = Lab::new(if ping_sockets { "pings" } else { "raw" }, 1500);
+        lab.with_world();
+        if ping_sockets {
+            lab.host_sysctl("net.ipv4.ping_group_range=0 0");
+        }
+        lab.config("");
+        lab.start_sporenet(&[]);
+        for args in [
+            vec!["-c", "3", "-W", "3", "198.51.100.2"],
+            vec!["-6", "-c", "3", "-W", "3", "2001:db8::2"],
+        ] {
+            let out = ping(&lab, &args);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("3 packets received"),
+                "ping {args:?} (ping sockets: {ping_sockets}): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        lab.wait_status("icmp_flows", |v| v.as_u64() == Some(2));
+    }
+}
+
+#[test]
+fn without_a_host_route_ipv6_fails_at_once_so_clients_fall_back() {
+    let mut lab = Lab::new("noroute", 1500);
+    lab.with_world();
+    lab.config("");
+    lab.start_sporenet(&[]);
+    lab.inside(|| {
+        let t = Instant::now();
+        // sporenet's host namespace has no IPv6 route beyond 2001:db8::/64.
+        let err = TcpStream::connect_timeout(
+            &"[2001:db9::7]:80".parse().unwrap(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}: {err}",
+            t.elapsed()
+        );
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable
+            ),
+            "{err}"
+        );
+        // IPv4 to the world works meanwhile (nothing listens: a RST from the world's kernel).
+        let err =
+            TcpStream::connect_timeout(&"198.51.100.2:9".parse().unwrap(), Duration::from_secs(5))
+                .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    });
+}

@@ -449,6 +449,7 @@ impl Stack {
             return;
         }
         if let Err(why) = self.policy.outbound(&self.zone, dst, 0, &mut self.dns) {
+            tracing::debug!(zone = %self.zone.name, "echo to {dst} refused: {}", why.name());
             self.counters.note(why);
             return;
         }

@@ -34,7 +34,7 @@ pub fn sh(cmd: &[&str]) {
 const CLEANUP: &str = r#"
 cat >/dev/null
 if [ -s "$2" ]; then for p in $(cat "$2"); do kill -9 "$p" 2>/dev/null; done; fi
-ip netns del "$1" 2>/dev/null
+for ns in "$1" "$1-h" "$1-w"; do ip netns del "$ns" 2>/dev/null; done
 rm -rf "$3"
 true
 "#;
@@ -111,12 +111,14 @@ impl Drop for Proc {
 }
 
 /// A network namespace holding the zone's tap (`tap0`, the zone's MAC, addresses and routes),
-/// the sporenet serving it, and a scratch directory.
+/// the sporenet serving it, and a scratch directory. With [`Lab::with_world`], sporenet runs in
+/// a "host" namespace of its own (`<name>-h`) linked to a "world" namespace (`<name>-w`).
 pub struct Lab {
     pub name: String,
     pub dir: PathBuf,
     pub sporenet: Option<Child>,
     pub mtu: usize,
+    host_ns: Option<String>,
     // Last: it runs after the guards above ended their processes.
     cleanup: Cleanup,
 }
@@ -129,6 +131,7 @@ impl Lab {
             dir: cleanup.dir.clone(),
             sporenet: None,
             mtu,
+            host_ns: None,
             cleanup,
         };
         let n = lab.name.as_str();
@@ -168,6 +171,72 @@ impl Lab {
         lab
     }
 
+    /// Gives sporenet a host namespace of its own, `<name>-h` (198.51.100.1/24, 2001:db8::1/64, no
+    /// IPv6 default route), linked by a veth pair to a world namespace `<name>-w` (198.51.100.2,
+    /// 2001:db8::2): destinations "outside" that the test made itself. Returns the world's name.
+    pub fn with_world(&mut self) -> String {
+        let (h, w) = (format!("{}-h", self.name), format!("{}-w", self.name));
+        sh(&["ip", "netns", "add", &h]);
+        sh(&["ip", "netns", "add", &w]);
+        sh(&["ip", "-n", &h, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", &w, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip", "-n", &h, "link", "add", "vh", "type", "veth", "peer", "name", "vw", "netns", &w,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &h,
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "vh",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &w,
+            "addr",
+            "add",
+            "198.51.100.2/24",
+            "dev",
+            "vw",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &h,
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "vh",
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &w,
+            "addr",
+            "add",
+            "2001:db8::2/64",
+            "dev",
+            "vw",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &h, "link", "set", "vh", "up"]);
+        sh(&["ip", "-n", &w, "link", "set", "vw", "up"]);
+        self.host_ns = Some(h);
+        w
+    }
+
+    /// Sets a sysctl in sporenet's host namespace (only with [`Lab::with_world`]).
+    pub fn host_sysctl(&self, key_value: &str) {
+        let h = self.host_ns.as_deref().expect("with_world first");
+        sh(&["ip", "netns", "exec", h, "sysctl", "-q", "-w", key_value]);
+    }
+
     pub fn netns_path(&self) -> PathBuf {
         Path::new("/run/netns").join(&self.name)
     }
@@ -183,9 +252,18 @@ impl Lab {
             .append(true)
             .open(self.dir.join("sporenet.log"))
             .unwrap();
+        // In the host namespace of its own when there is one (`ip netns exec` execs sporenet,
+        // so the pid is sporenet's).
+        let mut cmd = match &self.host_ns {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", h, env!("CARGO_BIN_EXE_sporenet")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sporenet")),
+        };
         let child = self.cleanup.spawn(
-            Command::new(env!("CARGO_BIN_EXE_sporenet"))
-                .arg("--config")
+            cmd.arg("--config")
                 .arg(self.dir.join("sporenet.toml"))
                 .arg("--status-file")
                 .arg(self.status_file())
