@@ -216,7 +216,7 @@ async fn tend_until_signal(
             _ = int.recv() => break,
             _ = tick.tick() => {
                 service.tend();
-                if let Err(e) = service.write_report(&cfg.status_file) {
+                if let Err(e) = service.write_report(&cfg.status_file).await {
                     tracing::warn!("cannot write {}: {e}", cfg.status_file.display());
                 }
             }

@@ -223,18 +223,24 @@ impl Service {
         }
     }
 
-    /// Writes the report to `path` atomically (a reader never sees half a file).
-    pub fn write_report(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes the report to `path` atomically (a reader never sees half a file), off the
+    /// async workers.
+    pub async fn write_report(&self, path: &Path) -> std::io::Result<()> {
         if path.as_os_str().is_empty() {
             return Ok(());
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
         let json = serde_json::to_vec_pretty(&self.report()).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     /// Stops every zone loop (sporenet is exiting; zones keep running and reconnect later).

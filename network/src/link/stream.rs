@@ -20,11 +20,13 @@ pub struct StreamLink {
 }
 
 impl StreamLink {
+    /// Connects without blocking: a full listen backlog (QEMU serves one client at a time)
+    /// is an error to retry, never a wait.
     pub fn connect(path: &Path) -> Result<StreamLink, LinkError> {
         let fd = rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::STREAM,
-            SocketFlags::CLOEXEC,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
         let addr = SocketAddrUnix::new(path)?;

@@ -3,11 +3,11 @@
 //! non-blocking host socket with backpressure both ways.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -15,6 +15,9 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 use super::device::OneShot;
 use crate::frames::TxQueue;
 use crate::zone::ZoneNet;
+
+/// Segments one pump may send (a 64 MiB buffer in 1280-byte segments is ~52k).
+const MAX_SEGMENTS_PER_PUMP: usize = 65536;
 
 /// How a host connect ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,8 @@ impl TcpFlow {
             tcp::SocketBuffer::new(vec![0; buffer]),
         );
         socket.set_nagle_enabled(false);
+        // The loop already batches: one ACK per pass covers every segment of the batch.
+        socket.set_ack_delay(None);
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
         TcpFlow {
@@ -260,7 +265,13 @@ impl TcpFlow {
         }
         let state = sock.state();
         let mut dev = OneShot::ip(None, tx, self.zone_mac, self.mtu);
-        self.iface.poll_egress(now, &mut dev, &mut self.sockets);
+        // Each call sends at most one segment: send all the window allows (bounded by the
+        // flow's send buffer; the cap only guards the loop).
+        for _ in 0..MAX_SEGMENTS_PER_PUMP {
+            if self.iface.poll_egress(now, &mut dev, &mut self.sockets) == PollResult::None {
+                break;
+            }
+        }
         match state {
             tcp::State::Closed | tcp::State::TimeWait => {
                 if !(self.host_eof && self.shut_host) {
@@ -274,9 +285,5 @@ impl TcpFlow {
             }
             _ => Progress::Open,
         }
-    }
-
-    pub fn host_fd(&self) -> impl AsFd + '_ {
-        &self.host
     }
 }
