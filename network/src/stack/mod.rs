@@ -6,6 +6,8 @@
 pub mod device;
 pub mod gateway;
 pub mod icmp;
+mod inbound;
+mod outbound;
 pub mod parse;
 pub mod reply;
 pub mod tcp;
@@ -13,7 +15,7 @@ pub mod udp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use crate::dns::Upstreams;
 use crate::frames::TxQueue;
 use crate::policy::{Policy, Purpose};
 use crate::poller::{Poller, Token};
-use crate::ports::{Listener, ListenerKind};
+use crate::ports::Listener;
 use crate::zone::ZoneNet;
 use parse::{Frame, TcpInfo};
 use reply::Unreachable;
@@ -201,282 +203,6 @@ impl Stack {
         }
     }
 
-    fn tcp_segment(&mut self, src: IpAddr, dst: IpAddr, info: TcpInfo, ip: &[u8], poller: &Poller) {
-        let key = FlowKey {
-            proto: Proto::Tcp,
-            zone: SocketAddr::new(src, info.src_port),
-            remote: SocketAddr::new(dst, info.dst_port),
-        };
-        let now = self.now();
-        if let Some(&slot) = self.index.get(&key) {
-            let s = &mut self.slots[slot as usize];
-            match s.flow.as_mut() {
-                Some(Flow::Connecting(c)) => {
-                    if info.syn && !info.ack {
-                        c.syn.clear();
-                        c.syn.extend_from_slice(ip);
-                        c.info = info;
-                    }
-                    return;
-                }
-                Some(Flow::Tcp(f)) if info.syn && !info.ack && f.is_closing() => {
-                    // The port is reused for a new connection: the old flow is over.
-                    self.remove(slot);
-                }
-                Some(Flow::Tcp(f)) => {
-                    f.ingress(ip, &mut self.tx, now);
-                    self.mark(slot);
-                    return;
-                }
-                _ => return,
-            }
-        }
-        if !info.syn || info.ack {
-            if !info.rst {
-                self.counters.note(DropReason::NoFlow);
-                reply::tcp_reset(&mut self.tx, &self.zone, src, dst, &info);
-            }
-            return;
-        }
-        self.syn_gate(key, info, ip, poller);
-    }
-
-    /// A new connection from the zone: the host connect starts first; the zone's SYN waits.
-    fn syn_gate(&mut self, key: FlowKey, info: TcpInfo, ip: &[u8], poller: &Poller) {
-        let (src, dst) = (key.zone.ip(), key.remote.ip());
-        let (upstream, purpose) =
-            match self
-                .policy
-                .outbound(&self.zone, dst, key.remote.port(), &mut self.dns)
-            {
-                Ok(t) => t,
-                Err(why) => {
-                    self.counters.note(why);
-                    reply::tcp_reset(&mut self.tx, &self.zone, src, dst, &info);
-                    return;
-                }
-            };
-        let buffers = (self.tcp_flows + 1) * 2 * self.cfg.tcp.buffer_bytes;
-        if self.tcp_flows >= self.cfg.policy.max_tcp_flows
-            || self.connecting >= self.cfg.policy.max_pending_connects
-            || buffers > self.cfg.policy.max_buffer_bytes
-        {
-            self.counters.note(DropReason::FlowLimit);
-            reply::tcp_reset(&mut self.tx, &self.zone, src, dst, &info);
-            return;
-        }
-        let (host, result) = match tcp::start_connect(upstream) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(zone = %self.zone.name, "cannot open a socket for {upstream}: {e}");
-                self.counters.note(DropReason::ConnectFailed);
-                reply::unreachable(&mut self.tx, &self.zone, dst, ip, Unreachable::Host);
-                return;
-            }
-        };
-        match result {
-            tcp::ConnectResult::Refused => {
-                self.counters.note(DropReason::ConnectRefused);
-                reply::tcp_reset(&mut self.tx, &self.zone, src, dst, &info);
-                return;
-            }
-            tcp::ConnectResult::Failed(e) => {
-                // No route (e.g. no IPv6 on the host): answer at once so clients fall back.
-                tracing::debug!(zone = %self.zone.name, "connect to {upstream} failed: {e}");
-                self.counters.note(DropReason::ConnectFailed);
-                reply::unreachable(&mut self.tx, &self.zone, dst, ip, Unreachable::Host);
-                return;
-            }
-            tcp::ConnectResult::Pending | tcp::ConnectResult::Connected => {}
-        }
-        let deadline = Instant::now() + self.cfg.connect_timeout();
-        let slot = self.insert(
-            key,
-            Flow::Connecting(Connecting {
-                host,
-                syn: ip.to_vec(),
-                info,
-                deadline,
-                upstream,
-                purpose,
-            }),
-        );
-        self.tcp_flows += 1;
-        self.connecting += 1;
-        Counters::set(&self.counters.tcp_flows, self.tcp_flows as u64);
-        let generation = self.slots[slot as usize].generation;
-        if let Some(Flow::Connecting(c)) = &self.slots[slot as usize].flow
-            && let Err(e) = poller.add(&c.host, Token::Flow(slot, generation))
-        {
-            tracing::warn!(zone = %self.zone.name, "cannot watch a host socket: {e}");
-            self.remove(slot);
-            return;
-        }
-        self.schedule(slot, deadline);
-        if result == tcp::ConnectResult::Connected {
-            self.mark(slot);
-        }
-    }
-
-    fn udp_datagram(
-        &mut self,
-        zone_end: SocketAddr,
-        remote: SocketAddr,
-        payload: &[u8],
-        ip: &[u8],
-        poller: &Poller,
-    ) {
-        let key = FlowKey {
-            proto: Proto::Udp,
-            zone: zone_end,
-            remote,
-        };
-        let now = Instant::now();
-        if let Some(&slot) = self.index.get(&key) {
-            match self.slots[slot as usize].flow.as_mut() {
-                Some(Flow::Udp(f)) => {
-                    f.last_active = now;
-                    if f.dns {
-                        f.unanswered += 1;
-                    }
-                    if rustix::net::send(&f.host, payload, rustix::net::SendFlags::empty()).is_err()
-                    {
-                        self.counters.note(DropReason::HostBusy);
-                    }
-                }
-                Some(Flow::UdpInbound {
-                    listener,
-                    client,
-                    last_active,
-                }) => {
-                    *last_active = now;
-                    let sent = self.listeners.get(*listener).map(|l| {
-                        rustix::net::sendto(
-                            &l.fd,
-                            payload,
-                            rustix::net::SendFlags::empty(),
-                            &*client,
-                        )
-                    });
-                    if !matches!(sent, Some(Ok(_))) {
-                        self.counters.note(DropReason::HostBusy);
-                    }
-                }
-                _ => {}
-            }
-            return;
-        }
-        let (upstream, purpose) =
-            match self
-                .policy
-                .outbound(&self.zone, remote.ip(), remote.port(), &mut self.dns)
-            {
-                Ok(t) => t,
-                Err(why) => {
-                    self.counters.note(why);
-                    let why = if why == DropReason::Gateway {
-                        Unreachable::Port
-                    } else {
-                        Unreachable::Prohibited
-                    };
-                    reply::unreachable(&mut self.tx, &self.zone, remote.ip(), ip, why);
-                    return;
-                }
-            };
-        if self.udp_flows >= self.cfg.policy.max_udp_flows {
-            self.counters.note(DropReason::FlowLimit);
-            reply::unreachable(
-                &mut self.tx,
-                &self.zone,
-                remote.ip(),
-                ip,
-                Unreachable::Prohibited,
-            );
-            return;
-        }
-        let host = match udp::connect(upstream) {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::debug!(zone = %self.zone.name, "UDP to {upstream}: {e}");
-                self.counters.note(DropReason::ConnectFailed);
-                reply::unreachable(&mut self.tx, &self.zone, remote.ip(), ip, Unreachable::Host);
-                return;
-            }
-        };
-        let dns = purpose == Purpose::Dns;
-        if rustix::net::send(&host, payload, rustix::net::SendFlags::empty()).is_err() {
-            self.counters.note(DropReason::HostBusy);
-        }
-        let slot = self.insert(
-            key,
-            Flow::Udp(udp::UdpFlow {
-                host,
-                upstream,
-                dns,
-                last_active: now,
-                host_readable: false,
-                unanswered: u32::from(dns),
-            }),
-        );
-        self.udp_flows += 1;
-        Counters::set(&self.counters.udp_flows, self.udp_flows as u64);
-        self.register(slot, poller);
-        let idle = self.udp_idle(dns);
-        self.schedule(slot, now + idle);
-    }
-
-    fn echo_request(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        ident: u16,
-        seq: u16,
-        data: &[u8],
-        poller: &Poller,
-    ) {
-        let key = FlowKey {
-            proto: Proto::Icmp,
-            zone: SocketAddr::new(src, ident),
-            remote: SocketAddr::new(dst, 0),
-        };
-        let now = Instant::now();
-        if let Some(&slot) = self.index.get(&key) {
-            if let Some(Flow::Icmp(f)) = self.slots[slot as usize].flow.as_mut()
-                && f.send(seq, data, now).is_err()
-            {
-                self.counters.note(DropReason::HostBusy);
-            }
-            return;
-        }
-        if let Err(why) = self.policy.outbound(&self.zone, dst, 0, &mut self.dns) {
-            tracing::debug!(zone = %self.zone.name, "echo to {dst} refused: {}", why.name());
-            self.counters.note(why);
-            return;
-        }
-        if self.icmp_flows >= self.cfg.policy.max_icmp_flows {
-            self.counters.note(DropReason::FlowLimit);
-            return;
-        }
-        let mut flow = match icmp::IcmpFlow::open(dst, ident, now) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!(zone = %self.zone.name, "echo to {dst}: {e}");
-                self.counters.note(DropReason::ConnectFailed);
-                return;
-            }
-        };
-        if flow.send(seq, data, now).is_err() {
-            self.counters.note(DropReason::ConnectFailed);
-            return;
-        }
-        let slot = self.insert(key, Flow::Icmp(flow));
-        self.icmp_flows += 1;
-        Counters::set(&self.counters.icmp_flows, self.icmp_flows as u64);
-        self.register(slot, poller);
-        let idle = self.udp_idle(true);
-        self.schedule(slot, now + idle);
-    }
-
     fn udp_idle(&self, short: bool) -> Duration {
         Duration::from_secs(if short {
             self.cfg.udp.dns_idle_timeout_secs
@@ -512,172 +238,6 @@ impl Stack {
             _ => {}
         }
         self.mark(slot);
-    }
-
-    /// A published port's listener is readable: accept its connections or datagrams.
-    pub fn listener_ready(&mut self, index: usize, poller: &Poller) {
-        let Some(l) = self.listeners.get(index) else {
-            return;
-        };
-        match l.kind {
-            ListenerKind::Tcp => loop {
-                let Some(l) = self.listeners.get(index) else {
-                    return;
-                };
-                let conn = match rustix::net::accept_with(
-                    &l.fd,
-                    rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
-                ) {
-                    Ok(c) => c,
-                    Err(Errno::AGAIN) => return,
-                    Err(e) => {
-                        tracing::warn!(zone = %self.zone.name, "accept on {}: {e}", l.port);
-                        return;
-                    }
-                };
-                let zone_port = l.port.zone_port;
-                self.inbound_tcp(conn, zone_port, poller);
-            },
-            ListenerKind::Udp => loop {
-                let Some(l) = self.listeners.get(index) else {
-                    return;
-                };
-                let zone_port = l.port.zone_port;
-                let (n, client) = match rustix::net::recvfrom(
-                    &l.fd,
-                    &mut self.scratch[..],
-                    rustix::net::RecvFlags::empty(),
-                ) {
-                    Ok((n, _, Some(addr))) => match SocketAddr::try_from(addr) {
-                        Ok(a) => (n, a),
-                        Err(_) => continue,
-                    },
-                    Ok(_) => continue,
-                    Err(_) => return,
-                };
-                self.inbound_udp(index, client, zone_port, n, poller);
-            },
-        }
-    }
-
-    fn ephemeral(&mut self, proto: Proto, zone_end: SocketAddr) -> Option<u16> {
-        for _ in 0..28232 {
-            let port = self.next_ephemeral;
-            self.next_ephemeral = if port >= 60999 { 32768 } else { port + 1 };
-            let key = FlowKey {
-                proto,
-                zone: zone_end,
-                remote: SocketAddr::new(self.zone.gateway(false), port),
-            };
-            if !self.index.contains_key(&key) {
-                return Some(port);
-            }
-        }
-        None
-    }
-
-    fn inbound_tcp(&mut self, conn: OwnedFd, zone_port: u16, poller: &Poller) {
-        let buffers = (self.tcp_flows + 1) * 2 * self.cfg.tcp.buffer_bytes;
-        if self.tcp_flows >= self.cfg.policy.max_tcp_flows
-            || buffers > self.cfg.policy.max_buffer_bytes
-        {
-            self.counters.note(DropReason::FlowLimit);
-            return;
-        }
-        let zone_end = SocketAddr::new(self.zone.own_address(false), zone_port);
-        let Some(port) = self.ephemeral(Proto::Tcp, zone_end) else {
-            self.counters.note(DropReason::FlowLimit);
-            return;
-        };
-        let _ = rustix::net::sockopt::set_tcp_nodelay(&conn, true);
-        let from = SocketAddr::new(self.zone.gateway(false), port);
-        let now = self.now();
-        let flow = tcp::TcpFlow::inbound(
-            from,
-            zone_end,
-            &self.zone,
-            conn,
-            self.cfg.tcp.buffer_bytes,
-            &mut self.tx,
-            now,
-        );
-        let key = FlowKey {
-            proto: Proto::Tcp,
-            zone: zone_end,
-            remote: from,
-        };
-        let slot = self.insert(key, Flow::Tcp(Box::new(flow)));
-        self.tcp_flows += 1;
-        Counters::set(&self.counters.tcp_flows, self.tcp_flows as u64);
-        self.register(slot, poller);
-        self.mark(slot);
-    }
-
-    fn inbound_udp(
-        &mut self,
-        listener: usize,
-        client: SocketAddr,
-        zone_port: u16,
-        n: usize,
-        _poller: &Poller,
-    ) {
-        let zone_end = SocketAddr::new(self.zone.own_address(false), zone_port);
-        let now = Instant::now();
-        // One flow per client: find it by scanning this listener's clients through the index.
-        let existing = self.index.iter().find_map(|(k, &slot)| {
-            (k.proto == Proto::Udp && k.zone == zone_end).then_some(slot).filter(|&slot| {
-                matches!(self.slots[slot as usize].flow,
-                    Some(Flow::UdpInbound { listener: l, client: c, .. }) if l == listener && c == client)
-            })
-        });
-        let remote = match existing {
-            Some(slot) => {
-                if let Some(Flow::UdpInbound { last_active, .. }) =
-                    self.slots[slot as usize].flow.as_mut()
-                {
-                    *last_active = now;
-                }
-                self.slots[slot as usize].key.remote
-            }
-            None => {
-                if self.udp_flows >= self.cfg.policy.max_udp_flows {
-                    self.counters.note(DropReason::FlowLimit);
-                    return;
-                }
-                let Some(port) = self.ephemeral(Proto::Udp, zone_end) else {
-                    self.counters.note(DropReason::FlowLimit);
-                    return;
-                };
-                let remote = SocketAddr::new(self.zone.gateway(false), port);
-                let key = FlowKey {
-                    proto: Proto::Udp,
-                    zone: zone_end,
-                    remote,
-                };
-                let slot = self.insert(
-                    key,
-                    Flow::UdpInbound {
-                        listener,
-                        client,
-                        last_active: now,
-                    },
-                );
-                self.udp_flows += 1;
-                Counters::set(&self.counters.udp_flows, self.udp_flows as u64);
-                let idle = self.udp_idle(false);
-                self.schedule(slot, now + idle);
-                remote
-            }
-        };
-        reply::udp(
-            &mut self.tx,
-            &self.zone,
-            remote.ip(),
-            remote.port(),
-            zone_end.ip(),
-            zone_end.port(),
-            &self.scratch[..n],
-        );
     }
 
     // ---- running flows ----------------------------------------------------------------------
@@ -902,7 +462,8 @@ impl Stack {
         slot
     }
 
-    fn register(&mut self, slot: u32, poller: &Poller) {
+    /// Watches the flow's host socket; a flow that cannot be watched is removed (false).
+    fn register(&mut self, slot: u32, poller: &Poller) -> bool {
         let s = &self.slots[slot as usize];
         let token = Token::Flow(slot, s.generation);
         let fd = match &s.flow {
@@ -910,10 +471,15 @@ impl Stack {
             Some(Flow::Icmp(f)) => &f.host,
             Some(Flow::Tcp(f)) => &f.host,
             Some(Flow::Connecting(c)) => &c.host,
-            _ => return,
+            _ => return true,
         };
-        if let Err(e) = poller.add(fd, token) {
-            tracing::warn!(zone = %self.zone.name, "cannot watch a host socket: {e}");
+        match poller.add(fd, token) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(zone = %self.zone.name, "cannot watch a host socket: {e}");
+                self.remove(slot);
+                false
+            }
         }
     }
 

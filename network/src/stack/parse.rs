@@ -55,15 +55,6 @@ pub enum Frame<'a> {
     },
 }
 
-impl Frame<'_> {
-    pub fn ip_packet(&self) -> Option<&[u8]> {
-        match self {
-            Frame::Tcp { ip, .. } | Frame::Udp { ip, .. } => Some(ip),
-            _ => None,
-        }
-    }
-}
-
 pub fn classify<'a>(frame: &'a [u8], zone: &ZoneNet) -> Result<Frame<'a>, DropReason> {
     let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
     if eth.src_addr() != zone.mac {
