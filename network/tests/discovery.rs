@@ -152,6 +152,15 @@ fn sporenet_follows_spored_through_events_restarts_and_its_own_crash() {
     let mut l2 = accept(&q2, "zone two at STARTING");
     arp_roundtrip(&mut l2, 3);
 
+    // Zone one's peer sends an impossible frame length: only zone one's link is dropped (and
+    // reopened); zone two is served throughout.
+    l1.write_all(&0xffff_ffffu32.to_be_bytes()).unwrap();
+    assert_closed(&mut l1, "zone one after a bogus frame length");
+    arp_roundtrip(&mut l2, 3);
+    let mut l1 = accept(&q1, "zone one after its bad link was dropped");
+    arp_roundtrip(&mut l1, 2);
+    arp_roundtrip(&mut l2, 3);
+
     // Zone one exits: detached.
     double.transition(&z1, ZoneState::Exited);
     assert_closed(&mut l1, "zone one after EXITED");

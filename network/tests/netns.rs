@@ -578,3 +578,98 @@ fn without_a_host_route_ipv6_fails_at_once_so_clients_fall_back() {
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     });
 }
+
+/// sporenet's resident memory, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_slow_reader_on_either_side_holds_the_sender_back_with_bounded_memory() {
+    const TOTAL: usize = 48 << 20;
+    let mut lab = Lab::new("slow", 65520);
+    lab.config(LOOPBACK_MAP);
+    lab.start_sporenet(&[]);
+    let pid = lab.sporenet.as_ref().unwrap().id();
+    // The host sends 48 MiB to a zone that reads slowly, then the zone sends 48 MiB to a host
+    // reader that reads slowly; each side checks every byte.
+    let pattern = |i: usize| (i % 251) as u8;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let chunk: Vec<u8> = (0..TOTAL).map(pattern).collect();
+        conn.write_all(&chunk).unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        // Now read slowly what the zone sends.
+        let mut got = 0;
+        let mut buf = vec![0; 256 << 10];
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(
+                buf[..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == pattern(got + i))
+            );
+            got += n;
+        }
+        got
+    });
+    let before = rss_kib(pid);
+    let mut peak = before;
+    let zone_got = lab.inside(|| {
+        let mut s = TcpStream::connect_timeout(
+            &format!("{GW_V4}:{port}").parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = 0;
+        let mut buf = vec![0; 256 << 10];
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            peak = peak.max(rss_kib(pid));
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            assert!(
+                buf[..n]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == pattern(got + i))
+            );
+            got += n;
+        }
+        let chunk: Vec<u8> = (0..TOTAL).map(pattern).collect();
+        let mut writer = s.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            writer.write_all(&chunk).unwrap();
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        while !sender.is_finished() {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sender.join().unwrap();
+        got
+    });
+    assert_eq!(zone_got, TOTAL);
+    assert_eq!(host.join().unwrap(), TOTAL);
+    // Two 256 KiB flow buffers and the link's queue: nowhere near the 48 MiB in flight.
+    assert!(
+        peak - before < 16 << 10,
+        "sporenet grew by {} KiB while 48 MiB waited for slow readers",
+        peak - before
+    );
+}
