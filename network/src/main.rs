@@ -27,7 +27,7 @@ struct Cli {
     /// spored's API socket [config: socket].
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
-    /// Where the status JSON is written; "" for nowhere [config: status_file].
+    /// Where the status JSON is written [config: status_file, where "" writes none].
     #[arg(long, global = true)]
     status_file: Option<PathBuf>,
     /// Map connections to the gateway (except DNS) to the host's loopback
@@ -63,12 +63,16 @@ enum Command {
         /// The zone's IPv4 address with prefix.
         #[arg(long, default_value = "10.75.0.2/16")]
         ipv4: String,
+        /// The zone's IPv6 address with prefix.
         #[arg(long, default_value = "fdd4:1476:6c7e::2/48")]
         ipv6: String,
+        /// The zone's MAC: frames from any other are dropped.
         #[arg(long, default_value = "02:73:70:00:00:02")]
         mac: String,
+        /// The gateway's IPv4 address (sporenet answers there).
         #[arg(long, default_value = "10.75.0.1")]
         gateway_ipv4: String,
+        /// The gateway's IPv6 address.
         #[arg(long, default_value = "fdd4:1476:6c7e::1")]
         gateway_ipv6: String,
         /// The tap's MTU.
