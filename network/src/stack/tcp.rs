@@ -91,6 +91,8 @@ pub struct TcpFlow {
     shut_host: bool,
     /// The zone's side reached ESTABLISHED once (so a later CLOSED is a close, not a refusal).
     established: bool,
+    /// The zone sent its FIN (its side closed in order, not by a reset).
+    zone_fin: bool,
     mtu: usize,
     zone_mac: smoltcp::wire::EthernetAddress,
 }
@@ -138,6 +140,7 @@ impl TcpFlow {
             host_eof: false,
             shut_host: false,
             established: false,
+            zone_fin: false,
             mtu: zone.mtu,
             zone_mac: zone.mac,
         }
@@ -272,18 +275,175 @@ impl TcpFlow {
                 break;
             }
         }
+        if matches!(
+            state,
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
+        ) {
+            self.zone_fin = true;
+        }
         match state {
-            tcp::State::Closed | tcp::State::TimeWait => {
-                if !(self.host_eof && self.shut_host) {
-                    // A reset (either side) or a timeout: the host sees a reset as well.
-                    let _ = rustix::net::sockopt::set_socket_linger(
-                        &self.host,
-                        Some(std::time::Duration::ZERO),
-                    );
+            tcp::State::Closed | tcp::State::TimeWait if self.zone_fin && self.host_eof => {
+                // Both sides closed: done once the zone's last bytes and its FIN reached the
+                // host (a slow host reader may still be taking them).
+                let sock = self.sockets.get::<tcp::Socket>(self.handle);
+                if sock.recv_queue() > 0 {
+                    return Progress::Open;
                 }
+                if !self.shut_host {
+                    let _ = rustix::net::shutdown(&self.host, rustix::net::Shutdown::Write);
+                    self.shut_host = true;
+                }
+                Progress::Done
+            }
+            tcp::State::Closed | tcp::State::TimeWait => {
+                // A reset (either side) or a timeout: the host sees a reset as well.
+                let _ = rustix::net::sockopt::set_socket_linger(
+                    &self.host,
+                    Some(std::time::Duration::ZERO),
+                );
                 Progress::Done
             }
             _ => Progress::Open,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+    /// The zone's side: a smoltcp client on its own interface, packets shuttled by hand.
+    struct Zone {
+        iface: Interface,
+        sockets: SocketSet<'static>,
+        handle: SocketHandle,
+    }
+
+    fn ip_packets(tx: &mut TxQueue) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(f) = tx.next_frame() {
+            out.push(f[14..].to_vec());
+            tx.consume_frame();
+        }
+        out
+    }
+
+    /// The zone sends `len` bytes and its FIN while the host side reads slowly, after the host
+    /// already closed its side: every byte must reach the host before the flow ends.
+    #[test]
+    fn the_zone_fin_behind_bytes_the_host_has_not_taken_loses_none() {
+        let zone_net = crate::fuzzing::zone();
+        let len = 1 << 20;
+        // The host: a socket pair with small buffers; sporenet's end non-blocking.
+        let (ours, peer) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap();
+        rustix::net::sockopt::set_socket_send_buffer_size(&ours, 4096).unwrap();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&peer, 4096).unwrap();
+        rustix::net::shutdown(&peer, rustix::net::Shutdown::Write).unwrap();
+
+        let dst: SocketAddr = "203.0.113.9:80".parse().unwrap();
+        let mut t = 0;
+        let now = |t: i64| Instant::from_millis(t);
+        let mut to_zone = TxQueue::default();
+        let mut flow = TcpFlow::outbound(dst, &zone_net, ours, 64 << 10, &mut to_zone, now(0));
+
+        let mut scratch = TxQueue::default();
+        let mut iface = Interface::new(
+            Config::new(HardwareAddress::Ip),
+            &mut OneShot::ip(None, &mut scratch, zone_net.mac, zone_net.mtu),
+            now(0),
+        );
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::from(zone_net.ipv4.address()), 0));
+        });
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut client = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64 << 10]),
+            tcp::SocketBuffer::new(vec![0; 64 << 10]),
+        );
+        client
+            .connect(
+                iface.context(),
+                IpEndpoint::new(IpAddress::from(dst.ip()), dst.port()),
+                IpEndpoint::new(IpAddress::from(zone_net.ipv4.address()), 40000),
+            )
+            .unwrap();
+        let handle = sockets.add(client);
+        let mut zone = Zone {
+            iface,
+            sockets,
+            handle,
+        };
+
+        let mut from_zone = TxQueue::default();
+        let (mut sent, mut received) = (0usize, 0usize);
+        let mut closed = false;
+        let mut done = false;
+        let mut buf = vec![0u8; 1024];
+        while t < 600_000 && !(done && received == len) {
+            t += 10;
+            // Zone -> flow.
+            let mut dev = OneShot::ip(None, &mut from_zone, zone_net.mac, zone_net.mtu);
+            zone.iface.poll(now(t), &mut dev, &mut zone.sockets);
+            for p in ip_packets(&mut from_zone) {
+                if !done {
+                    flow.ingress(&p, &mut to_zone, now(t));
+                }
+            }
+            if !done {
+                flow.host_readable = true;
+                done = flow.pump(&mut to_zone, now(t), true) == Progress::Done;
+            }
+            // Flow -> zone.
+            for p in ip_packets(&mut to_zone) {
+                let mut dev = OneShot::ip(Some(&p), &mut from_zone, zone_net.mac, zone_net.mtu);
+                zone.iface.poll(now(t), &mut dev, &mut zone.sockets);
+            }
+            // The zone's application: send everything, then close.
+            let sock = zone.sockets.get_mut::<tcp::Socket>(zone.handle);
+            if sock.may_send() && sent < len {
+                sent += sock
+                    .send(|b| {
+                        let n = b.len().min(len - sent);
+                        b[..n].fill(0x5a);
+                        (n, n)
+                    })
+                    .unwrap();
+            }
+            if sent == len && !closed && sock.send_queue() == 0 {
+                sock.close();
+                closed = true;
+            }
+            // The host reads 1 KiB per step and the flow hears it may write again.
+            match rustix::io::read(&peer, &mut buf) {
+                Ok(n) => {
+                    assert!(buf[..n].iter().all(|b| *b == 0x5a));
+                    received += n;
+                    flow.host_writable = true;
+                }
+                Err(Errno::AGAIN) => {}
+                Err(e) => panic!("the host's end failed after {received} bytes: {e}"),
+            }
+        }
+        assert!(
+            closed,
+            "the zone never got to close: sent {sent}, host got {received}"
+        );
+        assert!(done, "the flow never finished");
+        assert_eq!(received, len, "bytes the host got before the flow ended");
+        assert_eq!(
+            rustix::io::read(&peer, &mut buf),
+            Ok(0),
+            "then the zone's FIN"
+        );
     }
 }
