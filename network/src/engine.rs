@@ -69,7 +69,8 @@ pub async fn run(
                         Counters::set(&shared.counters.link_up, 1);
                     }
                     Err(e) => {
-                        tracing::warn!(zone = %name, "cannot watch link {}: {e}", shared.link)
+                        tracing::warn!(zone = %name, "cannot watch link {}: {e}", shared.link);
+                        retry_at = Instant::now() + RETRY_MAX;
                     }
                 },
                 Err(e) => {

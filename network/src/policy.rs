@@ -109,17 +109,7 @@ mod tests {
     use crate::config::DnsConfig;
 
     fn zone() -> ZoneNet {
-        ZoneNet {
-            id: "z".into(),
-            name: "z".into(),
-            mac: crate::zone::GATEWAY_MAC,
-            ipv4: "10.75.0.2/16".parse().unwrap(),
-            ipv6: "fdd4:1476:6c7e::2/48".parse().unwrap(),
-            gateway_ipv4: "10.75.0.1".parse().unwrap(),
-            gateway_ipv6: "fdd4:1476:6c7e::1".parse().unwrap(),
-            mtu: 1500,
-            ports: Vec::new(),
-        }
+        crate::fuzzing::zone()
     }
 
     fn dns() -> Upstreams {

@@ -246,6 +246,11 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 /// The test's resolver: answers every A query with 192.0.2.7, over UDP and TCP on one
 /// loopback port; counts what it answered.
 fn dns_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    dns_server_on("127.0.0.1:0")
+}
+
+/// Like [`dns_server`], on `addr`.
+fn dns_server_on(addr: &str) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     fn answer(query: &[u8]) -> Vec<u8> {
         let mut r = query.to_vec();
@@ -255,7 +260,7 @@ fn dns_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) 
         r
     }
     let answered = std::sync::Arc::new(AtomicUsize::new(0));
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind(addr).unwrap();
     let addr = udp.local_addr().unwrap();
     let tcp = TcpListener::bind(addr).unwrap();
     let count = answered.clone();
@@ -674,4 +679,59 @@ fn a_slow_reader_on_either_side_holds_the_sender_back_with_bounded_memory() {
         "sporenet grew by {} KiB while 48 MiB waited for slow readers",
         peak - before
     );
+}
+
+/// A UDP query to the gateway's port 53 from a new socket; the answer, if any within `wait`.
+fn ask_gateway(id: u16, wait: Duration) -> Option<Vec<u8>> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.connect(format!("{GW_V4}:53")).unwrap();
+    let q = dns_query(id, "resolv.example");
+    s.send(&q).unwrap();
+    let mut buf = [0; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    assert_answer(&q, &buf[..n]);
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+fn dns_follows_resolv_conf_reaches_a_loopback_resolver_and_skips_a_dead_one() {
+    use std::sync::atomic::Ordering;
+    // Resolvers on port 53 of loopback addresses of this test's own (all of 127/8 is the
+    // host's loopback), as systemd-resolved's 127.0.0.53 is.
+    let base = 10 + (std::process::id() % 200) as u8;
+    let dead = format!("127.53.{base}.1");
+    let (first, first_count) = dns_server_on(&format!("127.53.{base}.2:53"));
+    let (second, second_count) = dns_server_on(&format!("127.53.{base}.3:53"));
+    let mut lab = Lab::new("resolv", 1500);
+    let resolv = lab.dir.join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("# test\nnameserver {dead}\nnameserver {}\n", first.ip()),
+    )
+    .unwrap();
+    lab.config(&format!("[dns]\nresolv_conf = \"{}\"\n", resolv.display()));
+    lab.start_sporenet(&[]);
+    lab.inside(|| {
+        // The first resolver listed answers nothing (ICMP port unreachable): the query is lost,
+        // and the next flow goes to the next resolver, as a client's retry would.
+        assert!(ask_gateway(1, Duration::from_millis(700)).is_none());
+        support::until(
+            "an answer from the second resolver listed",
+            Duration::from_secs(5),
+            || ask_gateway(2, Duration::from_millis(500)),
+        );
+    });
+    assert!(first_count.load(Ordering::Relaxed) >= 1);
+    // The host's resolv.conf changes: new queries follow it (read at most once a second).
+    std::fs::write(&resolv, format!("nameserver {}\n", second.ip())).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    lab.inside(|| {
+        support::until(
+            "an answer from the new resolver",
+            Duration::from_secs(5),
+            || ask_gateway(3, Duration::from_millis(500)),
+        );
+    });
+    assert!(second_count.load(Ordering::Relaxed) >= 1);
 }

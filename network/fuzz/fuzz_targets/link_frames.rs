@@ -2,7 +2,7 @@
 //! picks how the stream is cut into reads, the rest is what a hostile guest's NIC sends.
 //! `sporenet::fuzzing` checks that the decoder never yields an impossible frame or buffers past
 //! one frame, and that every reply is a well-formed frame from the gateway to the zone. Run:
-//! `cd network/fuzz && cargo +nightly fuzz run link_frames -- -max_len=200000`.
+//! `cd network/fuzz && cargo +nightly fuzz run link_frames -- -dict=link_frames.dict -max_len=200000`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
