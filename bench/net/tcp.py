@@ -119,7 +119,7 @@ class Sporenet(Stack):
         self.status.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             ["taskset", "-c", "0", str(SPORENET), "--config", str(cfg), "--status-file",
-             str(self.status), "tap", "--tap", TAP, "--netns", NS, "--mtu", str(mtu)],
+             str(self.status), "zone", "--tap", TAP, "--netns", NS, "--mtu", str(mtu)],
             stdout=subprocess.DEVNULL, stderr=open(Path(self.tmp) / "sporenet.log", "a"))
 
     def ready(self, mtu):

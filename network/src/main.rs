@@ -51,15 +51,23 @@ enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
-    /// Serve one zone over a tap device (tests and the bench): the zone is described here
-    /// instead of by spored.
-    Tap {
+    /// Serve one zone described here instead of by spored, over a tap device or a QEMU
+    /// stream socket (tests and the benchmark).
+    #[command(alias = "tap")]
+    Zone {
         /// The tap device (it must exist; `ip tuntap add mode tap NAME`).
-        #[arg(long)]
-        tap: String,
+        #[arg(
+            long,
+            required_unless_present = "qemu_socket",
+            conflicts_with = "qemu_socket"
+        )]
+        tap: Option<String>,
         /// The network namespace the tap is in: a name under /run/netns or a path.
-        #[arg(long)]
+        #[arg(long, requires = "tap")]
         netns: Option<String>,
+        /// QEMU's `-netdev stream,server=on,addr.type=unix` socket to connect to.
+        #[arg(long)]
+        qemu_socket: Option<PathBuf>,
         /// The zone's IPv4 address with prefix.
         #[arg(long, default_value = "10.75.0.2/16")]
         ipv4: String,
@@ -138,9 +146,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 run(Arc::new(cfg)).await
             }
-            Command::Tap {
+            Command::Zone {
                 tap,
                 netns,
+                qemu_socket,
                 ipv4,
                 ipv6,
                 mac,
@@ -149,9 +158,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 mtu,
                 ports,
             } => {
+                let link = match (tap, qemu_socket) {
+                    (Some(name), _) => LinkSpec::Tap {
+                        name,
+                        netns: netns.map(|n| {
+                            if n.contains('/') {
+                                PathBuf::from(n)
+                            } else {
+                                PathBuf::from("/run/netns").join(n)
+                            }
+                        }),
+                    },
+                    (None, Some(path)) => LinkSpec::QemuStream { path },
+                    (None, None) => anyhow::bail!("give --tap or --qemu-socket"),
+                };
                 let zone = ZoneNet {
-                    id: format!("tap-{tap}"),
-                    name: tap.clone(),
+                    id: "cmdline".into(),
+                    name: "cmdline".into(),
                     mac: mac
                         .parse()
                         .map_err(|_| anyhow::anyhow!("--mac {mac:?} is not a MAC"))?,
@@ -166,14 +189,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     mtu,
                     ports,
                 };
-                let netns = netns.map(|n| {
-                    if n.contains('/') {
-                        PathBuf::from(n)
-                    } else {
-                        PathBuf::from("/run/netns").join(n)
-                    }
-                });
-                serve_tap(Arc::new(cfg), zone, LinkSpec::Tap { name: tap, netns }).await
+                serve_one(Arc::new(cfg), zone, link).await
             }
             Command::Status => Ok(()),
         }
@@ -183,7 +199,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 /// How often the status file is rewritten and ended zone loops are restarted.
 const TEND_EVERY: Duration = Duration::from_secs(1);
 
-async fn serve_tap(cfg: Arc<Config>, zone: ZoneNet, link: LinkSpec) -> anyhow::Result<()> {
+async fn serve_one(cfg: Arc<Config>, zone: ZoneNet, link: LinkSpec) -> anyhow::Result<()> {
     let mut service = Service::new(cfg.clone());
     service.attach(zone, link);
     notify_ready();

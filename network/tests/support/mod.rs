@@ -119,6 +119,8 @@ pub struct Lab {
     pub sporenet: Option<Child>,
     pub mtu: usize,
     host_ns: Option<String>,
+    /// How sporenet reaches the zone: the tap (default) or a QEMU stream socket.
+    qemu_socket: Option<PathBuf>,
     // Last: it runs after the guards above ended their processes.
     cleanup: Cleanup,
 }
@@ -132,6 +134,7 @@ impl Lab {
             sporenet: None,
             mtu,
             host_ns: None,
+            qemu_socket: None,
             cleanup,
         };
         let n = lab.name.as_str();
@@ -231,6 +234,44 @@ impl Lab {
         w
     }
 
+    /// Starts QEMU in the namespace as a pure frame relay between the zone's tap and a
+    /// `-netdev stream,server=on` socket (no guest: `-M none`, the two netdevs on one hub),
+    /// and makes sporenet connect to that socket as it does to a zone's QEMU.
+    pub fn start_qemu_relay(&mut self) -> Proc {
+        let socket = self.dir.join("net.sock");
+        let log = std::fs::File::create(self.dir.join("qemu.log")).unwrap();
+        let child = self.cleanup.spawn(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.name,
+                    "qemu-system-x86_64",
+                    "-M",
+                    "none",
+                ])
+                .args(["-nographic", "-nodefaults"])
+                .args([
+                    "-netdev",
+                    &format!("tap,id=t0,ifname={TAP},script=no,downscript=no"),
+                ])
+                .arg("-netdev")
+                .arg(format!(
+                    "stream,id=s0,server=on,addr.type=unix,addr.path={}",
+                    socket.display()
+                ))
+                .args(["-netdev", "hubport,id=h0,hubid=0,netdev=t0"])
+                .args(["-netdev", "hubport,id=h1,hubid=0,netdev=s0"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        until("QEMU's stream socket", Duration::from_secs(20), || {
+            socket.exists().then_some(())
+        });
+        self.qemu_socket = Some(socket);
+        Proc(Some(child))
+    }
+
     /// Sets a sysctl in sporenet's host namespace (only with [`Lab::with_world`]).
     pub fn host_sysctl(&self, key_value: &str) {
         let h = self.host_ns.as_deref().expect("with_world first");
@@ -245,7 +286,7 @@ impl Lab {
         self.dir.join("status.json")
     }
 
-    /// Starts `sporenet tap` for this namespace with `args` added (config, ports).
+    /// Starts `sporenet zone` for this namespace with `args` added (config, ports).
     pub fn start_sporenet(&mut self, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -267,9 +308,16 @@ impl Lab {
                 .arg(self.dir.join("sporenet.toml"))
                 .arg("--status-file")
                 .arg(self.status_file())
-                .arg("tap")
-                .args(["--tap", TAP, "--netns"])
-                .arg(self.netns_path())
+                .arg("zone")
+                .args(match &self.qemu_socket {
+                    Some(path) => vec!["--qemu-socket".into(), path.display().to_string()],
+                    None => vec![
+                        "--tap".into(),
+                        TAP.into(),
+                        "--netns".into(),
+                        self.netns_path().display().to_string(),
+                    ],
+                })
                 .args(["--mtu", &self.mtu.to_string()])
                 .args(args)
                 .env("RUST_LOG", "sporenet=debug")
