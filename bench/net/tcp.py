@@ -75,6 +75,14 @@ def tap_exists():
     return ns("link", "show", TAP, check=False).returncode == 0
 
 
+def zone_tap(mtu, gateway):
+    """The tap a zone would have: sporenet's reserved MAC and address, default via the gateway."""
+    ns("tuntap", "add", "mode", "tap", "name", TAP)
+    ns("link", "set", TAP, "address", "02:73:70:00:00:02", "mtu", str(mtu), "up")
+    ns("addr", "add", "10.75.0.2/16", "dev", TAP)
+    ns("route", "add", "default", "via", gateway)
+
+
 class Stack:
     """One stack serving the namespace: start() makes the namespace and the stack, stop() ends both."""
 
@@ -115,10 +123,7 @@ class Sporenet(Stack):
     target = "10.75.0.1"
 
     def launch(self, mtu):
-        ns("tuntap", "add", "mode", "tap", "name", TAP)
-        ns("link", "set", TAP, "address", "02:73:70:00:00:02", "mtu", str(mtu), "up")
-        ns("addr", "add", "10.75.0.2/16", "dev", TAP)
-        ns("route", "add", "default", "via", self.target)
+        zone_tap(mtu, self.target)
         cfg = Path(self.tmp) / "sporenet.toml"
         cfg.write_text("[policy]\nhost_loopback_via_gateway = true\n")
         self.status = Path(self.tmp) / "status.json"
@@ -176,10 +181,7 @@ class QemuRelay(Stack):
     target = "10.75.0.1"
 
     def launch(self, mtu):
-        ns("tuntap", "add", "mode", "tap", "name", TAP)
-        ns("link", "set", TAP, "address", "02:73:70:00:00:02", "mtu", str(mtu), "up")
-        ns("addr", "add", "10.75.0.2/16", "dev", TAP)
-        ns("route", "add", "default", "via", self.target)
+        zone_tap(mtu, self.target)
         self.socket = Path(self.tmp) / f"{self.name}.sock"
         self.socket.unlink(missing_ok=True)
         self.start_stack(mtu)

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod poller;
 pub mod ports;
 pub mod service;
+pub mod socket;
 pub mod stack;
 pub(crate) mod sys;
 pub mod zone;

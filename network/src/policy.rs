@@ -92,12 +92,7 @@ fn reserved(a: IpAddr) -> bool {
 /// Whether `a` is one of the host's own addresses: the kernel lets a socket bind only to
 /// those, which stays right as addresses come and go.
 pub fn is_host_address(a: IpAddr) -> bool {
-    use rustix::net::{AddressFamily, SocketType};
-    let family = match a {
-        IpAddr::V4(_) => AddressFamily::INET,
-        IpAddr::V6(_) => AddressFamily::INET6,
-    };
-    let Ok(fd) = rustix::net::socket(family, SocketType::DGRAM, None) else {
+    let Ok(fd) = crate::socket::host_socket(a, rustix::net::SocketType::DGRAM, None) else {
         return false;
     };
     rustix::net::bind(&fd, &SocketAddr::new(a, 0)).is_ok()

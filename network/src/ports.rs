@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::SocketType;
 
 use crate::zone::{Proto, PublishedPort};
 
@@ -28,21 +28,11 @@ pub fn bind(port: &PublishedPort) -> Result<Listener, Errno> {
             .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
         port.host_port,
     );
-    let family = if addr.is_ipv6() {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
     let (kind, ty) = match port.proto {
         Proto::Tcp => (ListenerKind::Tcp, SocketType::STREAM),
         Proto::Udp => (ListenerKind::Udp, SocketType::DGRAM),
     };
-    let fd = rustix::net::socket_with(
-        family,
-        ty,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let fd = crate::socket::host_socket(addr.ip(), ty, None)?;
     if port.host_address.is_none() {
         rustix::net::sockopt::set_ipv6_v6only(&fd, false)?;
     }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Instant;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
+use rustix::net::{SocketType, ipproto};
+
+use crate::socket::host_socket;
 
 static NEXT_IDENT: AtomicU16 = AtomicU16::new(1);
 
@@ -30,20 +32,18 @@ const ECHO_REPLY_V6: u8 = 129;
 
 impl IcmpFlow {
     pub fn open(remote: IpAddr, zone_ident: u16, now: Instant) -> Result<IcmpFlow, Errno> {
-        let (family, proto) = match remote {
-            IpAddr::V4(_) => (AddressFamily::INET, ipproto::ICMP),
-            IpAddr::V6(_) => (AddressFamily::INET6, ipproto::ICMPV6),
+        let proto = match remote {
+            IpAddr::V4(_) => ipproto::ICMP,
+            IpAddr::V6(_) => ipproto::ICMPV6,
         };
-        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let (host, host_ident) =
-            match rustix::net::socket_with(family, SocketType::DGRAM, flags, Some(proto)) {
-                Ok(fd) => (fd, None),
-                Err(Errno::ACCESS) | Err(Errno::PERM) => {
-                    let fd = rustix::net::socket_with(family, SocketType::RAW, flags, Some(proto))?;
-                    (fd, Some(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)))
-                }
-                Err(e) => return Err(e),
-            };
+        let (host, host_ident) = match host_socket(remote, SocketType::DGRAM, Some(proto)) {
+            Ok(fd) => (fd, None),
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                let fd = host_socket(remote, SocketType::RAW, Some(proto))?;
+                (fd, Some(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)))
+            }
+            Err(e) => return Err(e),
+        };
         rustix::net::connect(&host, &SocketAddr::new(remote, 0))?;
         Ok(IcmpFlow {
             host,

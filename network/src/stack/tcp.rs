@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::SocketType;
 use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
@@ -31,17 +31,7 @@ pub enum ConnectResult {
 
 /// Starts a non-blocking connect to `to`.
 pub fn start_connect(to: SocketAddr) -> Result<(OwnedFd, ConnectResult), Errno> {
-    let family = if to.is_ipv6() {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let fd = crate::socket::host_socket(to.ip(), SocketType::STREAM, None)?;
     let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
     let result = match rustix::net::connect(&fd, &to) {
         Ok(()) => ConnectResult::Connected,

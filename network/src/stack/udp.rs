@@ -6,21 +6,11 @@ use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::SocketType;
 
 /// Opens a non-blocking UDP socket connected to `to`.
 pub fn connect(to: SocketAddr) -> Result<OwnedFd, Errno> {
-    let family = if to.is_ipv6() {
-        AddressFamily::INET6
-    } else {
-        AddressFamily::INET
-    };
-    let fd = rustix::net::socket_with(
-        family,
-        SocketType::DGRAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let fd = crate::socket::host_socket(to.ip(), SocketType::DGRAM, None)?;
     rustix::net::connect(&fd, &to)?;
     Ok(fd)
 }
