@@ -17,6 +17,9 @@ APT_PACKAGES=(
   musl-tools
   # tests and benchmarks
   time iproute2 util-linux procps socat
+  # sporenet's benchmark peers and load (bench/net/tcp.py): pasta (passt), slirp4netns, iperf3,
+  # sockperf; its netns tests use busybox's ping from busybox-static above
+  passt slirp4netns iperf3 sockperf
 )
 
 missing=()
