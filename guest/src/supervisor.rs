@@ -372,7 +372,13 @@ impl Supervisor {
                     &mut self.idm,
                 ),
             },
-            body @ (Body::ExecStdin(_) | Body::ExecStdinClosed(_) | Body::ExecResize(_)) => {
+            Body::ExecCancel(_) if stream_id == 0 => self.sessions.cancel_all(),
+            body @ (Body::ExecStdin(_)
+            | Body::ExecStdinClosed(_)
+            | Body::ExecResize(_)
+            | Body::ExecCredit(_)
+            | Body::ExecSignal(_)
+            | Body::ExecCancel(_)) => {
                 self.sessions.input(stream_id, body, &mut self.idm);
             }
             _ => {
