@@ -248,6 +248,7 @@ fn floors(db: &Path, calls: usize) -> Result<()> {
     let encode = |records: Vec<ZoneRecord>| {
         v1::ListZonesResponse {
             zones: records.into_iter().filter_map(|r| r.zone).collect(),
+            ..Default::default()
         }
         .encode_to_vec()
     };
