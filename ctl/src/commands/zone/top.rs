@@ -41,7 +41,10 @@ impl TopArgs {
         let mut taken = 0u64;
         loop {
             let sample = ctx
-                .call(client.read_zone_metrics(v1::ReadZoneMetricsRequest { zone: zone.clone() }))
+                .call(client.read_zone_metrics(v1::ReadZoneMetricsRequest {
+                    zone: zone.clone(),
+                    omit_processes: false,
+                }))
                 .await?;
             if ctx.out.is_table() {
                 let mut text = render(&self.zone, &sample, previous.as_ref());
@@ -72,6 +75,14 @@ fn percent(busy: u64, wall: u64) -> String {
     format!("{:.1}%", busy as f64 * 100.0 / wall as f64)
 }
 
+fn processes_line(sample: &v1::ReadZoneMetricsResponse) -> String {
+    let mut line = format!("{} processes", sample.process_count);
+    if sample.processes_truncated {
+        line.push_str(&format!(" ({} listed)", sample.processes.len()));
+    }
+    line
+}
+
 fn render(
     zone: &str,
     sample: &v1::ReadZoneMetricsResponse,
@@ -96,7 +107,8 @@ fn render(
                 human::bytes(sample.memory_total_bytes)
             ),
         ),
-        ("cpu", cpu),
+        ("cpu", format!("{cpu} of {} vCPU", sample.cpu_count.max(1))),
+        ("tasks", processes_line(sample)),
     ]);
     text.push('\n');
     let before: HashMap<u32, u64> = previous
@@ -104,19 +116,29 @@ fn render(
         .unwrap_or_default();
     let mut processes = sample.processes.clone();
     processes.sort_by(|a, b| b.cpu_ns.cmp(&a.cpu_ns).then(a.pid.cmp(&b.pid)));
-    let mut table = human::table(["PID", "PPID", "CPU", "CPU TIME", "RSS", "COMMAND"]);
+    let mut table = human::table([
+        "PID", "PPID", "UID", "S", "CPU", "CPU TIME", "RSS", "COMMAND",
+    ]);
     for p in &processes {
         let cpu = match (before.get(&p.pid), wall) {
             (Some(&then), Some(wall)) => percent(p.cpu_ns.saturating_sub(then), wall),
             _ => "-".into(),
         };
+        let command = if p.cmdline.is_empty() {
+            // Kernel threads have no command line.
+            format!("[{}]", p.command)
+        } else {
+            p.cmdline.clone()
+        };
         table.add_row(vec![
             p.pid.to_string(),
             p.ppid.to_string(),
+            p.uid.to_string(),
+            p.state.clone(),
             cpu,
             format!("{:.2}s", p.cpu_ns as f64 / 1e9),
             human::bytes(p.rss_bytes),
-            p.command.clone(),
+            command,
         ]);
     }
     text.push_str(&human::render_table(&table));
@@ -129,33 +151,43 @@ mod tests {
 
     fn sample(uptime_s: u64, busy_s: u64, proc_cpu_s: u64) -> v1::ReadZoneMetricsResponse {
         v1::ReadZoneMetricsResponse {
-            time: None,
             memory_total_bytes: 128 << 20,
             memory_used_bytes: 32 << 20,
             cpu_busy_ns: busy_s * 1_000_000_000,
             uptime_ns: uptime_s * 1_000_000_000,
+            cpu_count: 1,
+            process_count: 1,
             processes: vec![v1::ProcessMetrics {
                 pid: 1,
                 ppid: 0,
-                command: "httpd -f".into(),
+                command: "httpd".into(),
+                cmdline: "httpd -f".into(),
                 rss_bytes: 2 << 20,
                 cpu_ns: proc_cpu_s * 1_000_000_000,
+                uid: 0,
+                state: "S".into(),
             }],
+            ..Default::default()
         }
     }
 
     #[test]
     fn cpu_from_two_samples() {
         let first = render("web", &sample(10, 2, 1), None);
-        assert!(first.contains("cpu:    -\n"), "{first}");
+        assert!(first.contains("cpu:    - of 1 vCPU\n"), "{first}");
+        assert!(first.contains("tasks:  1 processes\n"), "{first}");
         assert!(
             first.contains("memory: 32 MiB used of 128 MiB\n"),
             "{first}"
         );
         let second = render("web", &sample(20, 7, 6), Some(&sample(10, 2, 1)));
-        assert!(second.contains("cpu:    50.0%\n"), "{second}");
-        assert!(
-            second.contains("1     0      50.0%   6.00s      2.0 MiB   httpd -f"),
+        assert!(second.contains("cpu:    50.0% of 1 vCPU\n"), "{second}");
+        let row = second.lines().last().unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "1", "0", "0", "S", "50.0%", "6.00s", "2.0", "MiB", "httpd", "-f"
+            ],
             "{second}"
         );
     }
