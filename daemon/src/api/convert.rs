@@ -56,7 +56,10 @@ fn phase(p: spore_oci::Phase) -> v1::pull_progress::Phase {
 }
 
 /// What a guest reported (its own ids and names bounded: the guest is untrusted).
-pub fn metrics(m: spore_idm::proto::MetricsResponse) -> v1::ReadZoneMetricsResponse {
+pub fn metrics(
+    zone: &v1::Zone,
+    m: spore_idm::proto::MetricsResponse,
+) -> v1::ReadZoneMetricsResponse {
     const MAX_PROCESSES: usize = 4096;
     let text = |t: String, max: usize| {
         if t.len() <= max {
@@ -95,5 +98,7 @@ pub fn metrics(m: spore_idm::proto::MetricsResponse) -> v1::ReadZoneMetricsRespo
         cpu_idle_ns: m.cpu_idle_ns,
         processes_truncated: truncated,
         process_count: m.process_count,
+        zone_id: zone.id.clone(),
+        zone_name: zone.name.clone(),
     }
 }

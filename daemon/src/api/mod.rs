@@ -238,7 +238,8 @@ impl Control for ControlService {
             .metrics(id, !request.omit_processes)
             .await
             .map_err(status::from_daemon)?;
-        Ok(Response::new(convert::metrics(metrics)))
+        let zone = self.zone(id)?;
+        Ok(Response::new(convert::metrics(&zone, metrics)))
     }
 
     async fn update_zone_resources(
