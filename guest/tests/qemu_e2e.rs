@@ -1,6 +1,7 @@
 //! Boots the guest bundle (kernel/build-bundle.sh) in QEMU (TCG, microvm) without any daemon:
 //! a busybox image built here (squashfs or erofs), a config block written with spore-idm, the
-//! console and IDM virtconsoles on Unix sockets this test listens on.
+//! console (a virtconsole) and IDM (a virtio serial port, as the QEMU backend has them) on Unix
+//! sockets this test listens on.
 //!
 //! Each test is one boot; nextest runs them in parallel. Set SPORE_GUEST_DIR to use another
 //! bundle, SPORE_E2E_SERIAL=1 to keep kernel messages on a serial log in the test's temp dir
@@ -268,7 +269,7 @@ impl Boot {
             "-chardev",
             &format!("socket,id=idm,path={}", idm_sock.display()),
         ])
-        .args(["-device", "virtconsole,chardev=idm,nr=1"])
+        .args(["-device", "virtserialport,chardev=idm,nr=1,name=spore.idm"])
         .args([
             "-drive",
             &format!(
