@@ -146,7 +146,12 @@ impl ExecArgs {
                     };
                     match message.kind {
                         Some(v1::exec_in_zone_response::Kind::Stdout(bytes)) => {
-                            write_all(&mut std::io::stdout().lock(), &bytes)?;
+                            let read = write_all(&mut std::io::stdout().lock(), &bytes)?;
+                            if !read {
+                                // Nobody reads our output any more (`exec ... | head`): leaving
+                                // ends the call, and spored has the process killed.
+                                crate::exit(0);
+                            }
                         }
                         Some(v1::exec_in_zone_response::Kind::Stderr(bytes)) => {
                             write_all(&mut std::io::stderr().lock(), &bytes)?;
@@ -200,10 +205,13 @@ async fn send(tx: &mpsc::Sender<v1::ExecInZoneRequest>, kind: v1::exec_in_zone_r
     let _ = tx.send(v1::ExecInZoneRequest { kind: Some(kind) }).await;
 }
 
-fn write_all(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
+/// Writes and flushes; false when the reader has gone (a closed pipe).
+fn write_all(out: &mut impl Write, bytes: &[u8]) -> Result<bool> {
     match out.write_all(bytes).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write the process's output"),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        other => other
+            .map(|()| true)
+            .context("cannot write the process's output"),
     }
 }
 

@@ -21,6 +21,10 @@ pub struct TopArgs {
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,
 
+    /// Also list the guest kernel's own threads.
+    #[arg(short, long)]
+    pub all: bool,
+
     /// Zone name, id or unique id prefix.
     pub zone: String,
 }
@@ -47,7 +51,7 @@ impl TopArgs {
                 }))
                 .await?;
             if ctx.out.is_table() {
-                let mut text = render(&self.zone, &sample, previous.as_ref());
+                let mut text = render(&self.zone, &sample, previous.as_ref(), self.all);
                 if interactive {
                     // Home the cursor and clear the screen, then draw the new frame.
                     text.insert_str(0, "\x1b[H\x1b[2J");
@@ -83,10 +87,16 @@ fn processes_line(sample: &v1::ReadZoneMetricsResponse) -> String {
     line
 }
 
+/// A guest kernel thread: kthreadd (pid 2) and its children, none with a command line.
+fn kernel_thread(p: &v1::ProcessMetrics) -> bool {
+    (p.pid == 2 || p.ppid == 2) && p.cmdline.is_empty()
+}
+
 fn render(
     zone: &str,
     sample: &v1::ReadZoneMetricsResponse,
     previous: Option<&v1::ReadZoneMetricsResponse>,
+    all: bool,
 ) -> String {
     let wall = previous.map(|p| sample.uptime_ns.saturating_sub(p.uptime_ns));
     let cpu = match (previous, wall) {
@@ -114,7 +124,12 @@ fn render(
     let before: HashMap<u32, u64> = previous
         .map(|p| p.processes.iter().map(|q| (q.pid, q.cpu_ns)).collect())
         .unwrap_or_default();
-    let mut processes = sample.processes.clone();
+    let mut processes: Vec<v1::ProcessMetrics> = sample
+        .processes
+        .iter()
+        .filter(|p| all || !kernel_thread(p))
+        .cloned()
+        .collect();
     processes.sort_by(|a, b| b.cpu_ns.cmp(&a.cpu_ns).then(a.pid.cmp(&b.pid)));
     let mut table = human::table([
         "PID", "PPID", "UID", "S", "CPU", "CPU TIME", "RSS", "COMMAND",
@@ -173,14 +188,14 @@ mod tests {
 
     #[test]
     fn cpu_from_two_samples() {
-        let first = render("web", &sample(10, 2, 1), None);
+        let first = render("web", &sample(10, 2, 1), None, false);
         assert!(first.contains("cpu:    - of 1 vCPU\n"), "{first}");
         assert!(first.contains("tasks:  1 processes\n"), "{first}");
         assert!(
             first.contains("memory: 32 MiB used of 128 MiB\n"),
             "{first}"
         );
-        let second = render("web", &sample(20, 7, 6), Some(&sample(10, 2, 1)));
+        let second = render("web", &sample(20, 7, 6), Some(&sample(10, 2, 1)), false);
         assert!(second.contains("cpu:    50.0% of 1 vCPU\n"), "{second}");
         let row = second.lines().last().unwrap();
         assert_eq!(
