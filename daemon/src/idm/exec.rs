@@ -246,6 +246,23 @@ impl ExecSession {
         if self.finished {
             return Ok(None);
         }
+        let result = self.next_event().await;
+        if matches!(result, Ok(Some(ExecEvent::Exited(_))) | Err(_)) {
+            // Over: the session no longer counts against the zone's limit.
+            self.finished = true;
+            self.release();
+        }
+        result
+    }
+
+    /// Takes the session out of the link's table (idempotent).
+    fn release(&self) {
+        if let Some(streams) = lock(&self.link.shared.streams).as_mut() {
+            streams.remove(&self.id);
+        }
+    }
+
+    async fn next_event(&mut self) -> Result<Option<ExecEvent>, LinkError> {
         loop {
             let (event, credit) = {
                 let mut st = state(&self.channel);
@@ -261,9 +278,6 @@ impl ExecSession {
                 ));
             }
             if let Some(event) = event {
-                if matches!(event, ExecEvent::Exited(_)) {
-                    self.finished = true;
-                }
                 return Ok(Some(event));
             }
             let started = state(&self.channel).started.is_some();
@@ -447,13 +461,11 @@ impl ExecInput {
 
 impl Drop for ExecSession {
     fn drop(&mut self) {
+        self.release();
         let shared = &self.link.shared;
-        if let Some(streams) = lock(&shared.streams).as_mut() {
-            streams.remove(&self.id);
-        }
         let over = {
             let st = state(&self.channel);
-            self.finished || st.exit.is_some() || st.closed
+            st.exit.is_some() || st.closed || st.violation.is_some()
         };
         if !over {
             // The client went away while the process runs: the guest kills it.
