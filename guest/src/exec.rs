@@ -42,6 +42,9 @@ struct Output {
     /// `None` once the stream reached EOF.
     file: Option<File>,
     stream: Stream,
+    /// The writers are gone but data is left that there is no credit for: not polled until
+    /// credit comes (poll would report the hang-up at once, every time).
+    hung_up: bool,
 }
 
 #[derive(Debug)]
@@ -208,6 +211,7 @@ impl Sessions {
                 vec![Output {
                     file: Some(output),
                     stream: Stream::Stdout,
+                    hung_up: false,
                 }],
                 Some(master),
             ));
@@ -227,10 +231,12 @@ impl Sessions {
                 Output {
                     file: Some(wrap(out_r)?),
                     stream: Stream::Stdout,
+                    hung_up: false,
                 },
                 Output {
                     file: Some(wrap(err_r)?),
                     stream: Stream::Stderr,
+                    hung_up: false,
                 },
             ],
             None,
@@ -323,19 +329,24 @@ impl Sessions {
                 fds.push(sys::pollfd(stdin.as_raw_fd(), sys::POLLOUT));
                 slots.push(Slot::Stdin(id));
             }
-            if idm_queued < OUTBOX_HIGH_WATER && s.out_credit != Some(0) {
-                for (i, out) in s.outputs.iter().enumerate() {
-                    if let Some(file) = &out.file {
-                        fds.push(sys::pollfd(file.as_raw_fd(), sys::POLLIN));
-                        slots.push(Slot::Output(id, i));
-                    }
-                }
+            let reading = idm_queued < OUTBOX_HIGH_WATER && s.out_credit != Some(0);
+            for (i, out) in s.outputs.iter().enumerate() {
+                let Some(file) = &out.file else { continue };
+                // Not reading, the fd is still watched for its hang-up (no events asked): the
+                // end of an output with nothing left in it needs no credit.
+                let events = match (reading, out.hung_up) {
+                    (true, _) => sys::POLLIN,
+                    (false, false) => 0,
+                    (false, true) => continue,
+                };
+                fds.push(sys::pollfd(file.as_raw_fd(), events));
+                slots.push(Slot::Output(id, i));
             }
         }
     }
 
-    /// Handles a ready fd.
-    pub fn ready(&mut self, slot: Slot, idm: &mut IdmPort) {
+    /// Handles a ready fd (`revents` as poll reported them).
+    pub fn ready(&mut self, slot: Slot, revents: i16, idm: &mut IdmPort) {
         match slot {
             Slot::Stdin(id) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
@@ -343,8 +354,20 @@ impl Sessions {
                 }
             }
             Slot::Output(id, i) => {
-                if let Some(s) = self.sessions.get_mut(&id) {
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                if revents & sys::POLLIN != 0 {
                     s.read_output(id, i, idm);
+                } else if revents & (sys::POLLHUP | sys::POLLERR) != 0
+                    && let Some(out) = s.outputs.get_mut(i)
+                    && let Some(file) = &out.file
+                {
+                    // Hung up while not being read: the end, unless data is left for later.
+                    match sys::bytes_available(file.as_fd()) {
+                        Ok(0) | Err(_) => out.file = None,
+                        Ok(_) => out.hung_up = true,
+                    }
                 }
             }
         }

@@ -240,7 +240,7 @@ impl Supervisor {
                         self.packets();
                     }
                 }
-                Entry::Session(slot) => self.sessions.ready(slot, &mut self.idm),
+                Entry::Session(slot) => self.sessions.ready(slot, fd.revents, &mut self.idm),
             }
         }
         if idm_gone {
