@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{completions, host, image, network, zone};
+use crate::commands::{completions, docker, host, image, network, zone};
 use crate::output::Format;
 
 /// sporectl: run OCI images as lightweight VMs ("zones") through spored.
@@ -49,6 +49,28 @@ pub enum Command {
     /// Zone networking.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Create a zone and attach to it (docker run; -d: in the background).
+    Run(Box<docker::run::RunArgs>),
+    /// List zones that have not ended (docker ps; -a: all).
+    Ps(docker::ps::PsArgs),
+    /// Run a further command in a running zone (zone exec).
+    Exec(zone::exec::ExecArgs),
+    /// Print a zone's console log (zone logs).
+    Logs(zone::logs::LogsArgs),
+    /// Remove ended zones (docker rm; -f: running ones too).
+    Rm(docker::rm::RmArgs),
+    /// Show one zone in detail (zone get).
+    Inspect(zone::get::GetArgs),
+    /// Pull an image (image pull).
+    Pull(image::pull::PullArgs),
+    /// List cached images (image list).
+    Images(image::list::ListArgs),
+    /// Remove cached images (image rm).
+    Rmi(image::rm::RmArgs),
+    /// Show a zone's resource use and processes (zone top).
+    Top(zone::top::TopArgs),
+    /// CPU, memory and processes of every running zone (docker stats).
+    Stats(zone::stats::StatsArgs),
     /// Print a shell completion script (e.g. `sporectl completions bash > /etc/bash_completion.d/sporectl`).
     Completions(completions::CompletionsArgs),
 }
@@ -76,6 +98,8 @@ pub enum ZoneCommand {
     Exec(zone::exec::ExecArgs),
     /// Show a zone's resource use and processes, refreshing.
     Top(zone::top::TopArgs),
+    /// CPU, memory and processes of every running zone, refreshing.
+    Stats(zone::stats::StatsArgs),
     /// Change a running zone's vCPUs or memory.
     Resources(zone::resources::ResourcesArgs),
 }
@@ -117,6 +141,8 @@ impl Cli {
                 ZoneCommand::Attach(_) | ZoneCommand::Exec(_) => crate::EXIT_SPORE_FAILURE,
                 _ => crate::EXIT_FAILURE,
             },
+            Command::Run(args) if !args.detach => crate::EXIT_SPORE_FAILURE,
+            Command::Exec(_) => crate::EXIT_SPORE_FAILURE,
             _ => crate::EXIT_FAILURE,
         }
     }
@@ -189,10 +215,10 @@ mod tests {
         let ZoneCommand::Launch(args) = *zone else {
             panic!("parsed as {zone:?}")
         };
-        assert_eq!(args.image, "busybox");
-        assert_eq!(args.command, ["ls", "-la", "--name", "x"]);
-        assert!(args.attach && args.remove);
-        assert_eq!(args.name, None);
+        assert_eq!(args.zone.image, "busybox");
+        assert_eq!(args.zone.command, ["ls", "-la", "--name", "x"]);
+        assert!(args.attach && args.zone.remove);
+        assert_eq!(args.zone.name, None);
     }
 
     #[test]
@@ -203,6 +229,10 @@ mod tests {
         assert_eq!(code(&["sporectl", "zone", "exec", "z", "true"]), 125);
         assert_eq!(code(&["sporectl", "zone", "attach", "z"]), 125);
         assert_eq!(code(&["sporectl", "zone", "list"]), 1);
+        assert_eq!(code(&["sporectl", "run", "busybox"]), 125);
+        assert_eq!(code(&["sporectl", "run", "-d", "busybox"]), 1);
+        assert_eq!(code(&["sporectl", "exec", "z", "true"]), 125);
+        assert_eq!(code(&["sporectl", "ps"]), 1);
     }
 
     #[test]

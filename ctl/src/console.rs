@@ -47,6 +47,8 @@ pub struct Target {
     pub replay: bool,
     /// Put the local terminal into raw mode (the zone has a terminal and so does stdin).
     pub raw: bool,
+    /// Forward standard input to the console (`run` without `-i` does not).
+    pub stdin: bool,
 }
 
 /// How a session ended.
@@ -113,7 +115,10 @@ impl Session<'_> {
         let mut reconnects = 0;
         let mut console = self.open_console(client).await?;
         // Only a terminal can type the detach key; from a pipe, 0x1d is data.
-        let mut stdin = Some(term::spawn_stdin(term::stdin_is_tty()));
+        let mut stdin = self
+            .target
+            .stdin
+            .then(|| term::spawn_stdin(term::stdin_is_tty()));
         // Keystrokes typed before the console exists (e.g. while the image is pulled).
         let mut typed_ahead: Vec<u8> = Vec::new();
         let mut drain_deadline: Option<Instant> = None;

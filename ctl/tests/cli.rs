@@ -117,7 +117,28 @@ fn completions_for_each_shell() {
         run.stdout.contains("_sporectl()"),
         "not a bash completion script"
     );
-    for word in ["launch", "attach", "reservations", "--publish"] {
+    for word in [
+        "launch",
+        "attach",
+        "reservations",
+        "--publish",
+        // The docker-style verbs and their own flags.
+        "run",
+        "ps",
+        "exec",
+        "logs",
+        "rm",
+        "inspect",
+        "pull",
+        "images",
+        "rmi",
+        "top",
+        "stats",
+        "--detach",
+        "--interactive",
+        "--no-stream",
+        "--force",
+    ] {
         assert!(run.stdout.contains(word), "bash completions lack {word}");
     }
     for shell in ["zsh", "fish"] {

@@ -188,7 +188,10 @@ fn empty_zone_list() {
     let run = daemon.sporectl(&["zone", "list", "-o", "json"]);
     assert_eq!(run.code, 0, "{run:?}");
     let json: serde_json::Value = serde_json::from_str(&run.stdout).expect("valid JSON");
-    assert_eq!(json, serde_json::json!({ "zones": [] }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "zones": [], "nextPageToken": "" })
+    );
     let run = daemon.sporectl(&["zone", "list", "-q"]);
     assert_eq!((run.code, run.stdout.as_str()), (0, ""), "{run:?}");
 }

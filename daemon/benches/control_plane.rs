@@ -1,5 +1,7 @@
 //! ListZones latency and spored's memory with many stored zones and many event watchers,
-//! measured over the real `spored` binary and its Unix socket (issue 2, "Measure").
+//! measured over the real `spored` binary and its Unix socket (issues 2 and 14, "Measure").
+//! The latency measured is that of one page of [`PAGE`] zones (ListZones is paged); the whole
+//! list, paged through, is measured once for comparison.
 //!
 //! ```text
 //! cargo bench -p spored --bench control_plane [-- ZONES WATCHERS CALLS]   # 1000 100 2000
@@ -18,9 +20,11 @@
 //! 3. spored is started on that state directory with a backend that cannot be used (so
 //!    reconcile leaves the ended zones alone) and measured: start-up time; with no watcher,
 //!    ListZones, GetHostStatus (a small reply) and a ListZones that matches nothing (the
-//!    handler's walk without the transfer); ListZones while WATCHERS clients replay the whole
-//!    event log at once, and with WATCHERS clients connected and following; spored's RSS and
-//!    threads at each step.
+//!    handler's walk without the transfer), the whole list in pages; ListZones while WATCHERS
+//!    clients replay the whole event log at once, and with WATCHERS clients connected and
+//!    following; spored's RSS and threads at each step. Each ListZones call asks for the page
+//!    after the previous reply's (from the first again after the last), so every page of the
+//!    list is measured, not only the first.
 //!
 //! spored inherits this process's environment: `MALLOC_ARENA_MAX=2 cargo bench ...` measures
 //! it with glibc's malloc limited to two arenas.
@@ -44,6 +48,9 @@ use spored::zones::Zones;
 use uuid::Uuid;
 
 type Result<T> = anyhow::Result<T>;
+
+/// Zones per ListZones page.
+const PAGE: u32 = 100;
 
 struct Args {
     zones: usize,
@@ -248,6 +255,7 @@ fn floors(db: &Path, calls: usize) -> Result<()> {
     let encode = |records: Vec<ZoneRecord>| {
         v1::ListZonesResponse {
             zones: records.into_iter().filter_map(|r| r.zone).collect(),
+            ..Default::default()
         }
         .encode_to_vec()
     };
@@ -401,22 +409,35 @@ impl Drop for SporedProcess {
 
 async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Result<()> {
     let mut client = spore_api::connect(&spored.socket).await?;
-    let listed = client
-        .list_zones(v1::ListZonesRequest::default())
-        .await?
-        .into_inner();
+    let listed = whole_list(&mut client).await?;
     anyhow::ensure!(
-        listed.zones.len() == args.zones,
-        "spored lists {} zones, expected {}",
-        listed.zones.len(),
+        listed == args.zones,
+        "spored lists {listed} zones, expected {}",
         args.zones
     );
     println!("spored idle: {}", spored.rss());
+    let mut pages = Pages::default();
     for _ in 0..50 {
-        client.list_zones(v1::ListZonesRequest::default()).await?;
+        pages.next(&mut client).await?;
     }
-    let mut idle = list_zones(&mut client, args.calls).await?;
-    report("spored ListZones, no watchers", &mut idle);
+    let mut idle = list_zones(&mut client, &mut pages, args.calls).await?;
+    report(
+        &format!("spored ListZones, a page of {PAGE}, no watchers"),
+        &mut idle,
+    );
+    let mut whole = Vec::new();
+    for _ in 0..(args.calls / 10).max(1) {
+        let t = Instant::now();
+        whole_list(&mut client).await?;
+        whole.push(t.elapsed());
+    }
+    report(
+        &format!(
+            "spored ListZones, all {} zones in pages of {PAGE}",
+            args.zones
+        ),
+        &mut whole,
+    );
     // Where the time goes: a call with a small reply, and ListZones with an empty reply (the
     // handler still walks every zone).
     let mut small = Vec::with_capacity(args.calls);
@@ -482,7 +503,7 @@ async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Res
     }
     let mut during = Vec::new();
     loop {
-        during.extend(list_zones(&mut client, 1).await?);
+        during.extend(list_zones(&mut client, &mut pages, 1).await?);
         if caught_up.load(Ordering::Relaxed) == args.watchers as u64 {
             break;
         }
@@ -504,15 +525,18 @@ async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Res
         replay.as_secs_f64()
     );
     report(
-        &format!("spored ListZones, while {} watchers replay", args.watchers),
+        &format!(
+            "spored ListZones, a page of {PAGE}, while {} watchers replay",
+            args.watchers
+        ),
         &mut during,
     );
     println!("  after: {}", spored.rss());
 
-    let mut following = list_zones(&mut client, args.calls).await?;
+    let mut following = list_zones(&mut client, &mut pages, args.calls).await?;
     report(
         &format!(
-            "spored ListZones, {} watchers connected and following",
+            "spored ListZones, a page of {PAGE}, {} watchers connected and following",
             args.watchers
         ),
         &mut following,
@@ -527,15 +551,49 @@ async fn measure(spored: &SporedProcess, args: &Args, last_sequence: u64) -> Res
     Ok(())
 }
 
-async fn list_zones(client: &mut spore_api::ControlClient, calls: usize) -> Result<Vec<Duration>> {
+/// Walks the list page by page, starting over after the last page.
+#[derive(Default)]
+struct Pages {
+    token: String,
+}
+
+impl Pages {
+    async fn next(&mut self, client: &mut spore_api::ControlClient) -> Result<usize> {
+        let reply = client
+            .list_zones(v1::ListZonesRequest {
+                page_size: PAGE,
+                page_token: std::mem::take(&mut self.token),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        self.token = reply.next_page_token;
+        Ok(reply.zones.len())
+    }
+}
+
+async fn list_zones(
+    client: &mut spore_api::ControlClient,
+    pages: &mut Pages,
+    calls: usize,
+) -> Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();
-        let reply = client.list_zones(v1::ListZonesRequest::default()).await?;
-        std::hint::black_box(reply);
+        std::hint::black_box(pages.next(client).await?);
         out.push(t.elapsed());
     }
     Ok(out)
+}
+
+/// Every zone, in pages; returns how many.
+async fn whole_list(client: &mut spore_api::ControlClient) -> Result<usize> {
+    let mut pages = Pages::default();
+    let mut zones = pages.next(client).await?;
+    while !pages.token.is_empty() {
+        zones += pages.next(client).await?;
+    }
+    Ok(zones)
 }
 
 fn report(what: &str, samples: &mut [Duration]) {

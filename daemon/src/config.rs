@@ -56,6 +56,8 @@ pub struct ZonesConfig {
     pub start_timeout_secs: u64,
     /// Zones launched at once (image preparation and VM creation).
     pub max_parallel_launches: usize,
+    /// Exec sessions one zone may run at once (each holds up to 256 KiB of output in spored).
+    pub max_execs_per_zone: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -143,6 +145,7 @@ impl Default for ZonesConfig {
             // is loaded (and inside the Xen lab, TCG within TCG): generous, yet never "forever".
             start_timeout_secs: 300,
             max_parallel_launches: 8,
+            max_execs_per_zone: 16,
         }
     }
 }
@@ -248,6 +251,9 @@ impl Config {
         }
         if self.zones.max_parallel_launches == 0 {
             return invalid("zones.max_parallel_launches", "must be at least 1".into());
+        }
+        if !(1..=1024).contains(&self.zones.max_execs_per_zone) {
+            return invalid("zones.max_execs_per_zone", "must be 1 to 1024".into());
         }
         if self.events.retained == 0 || self.events.client_queue == 0 {
             return invalid(

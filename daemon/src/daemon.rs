@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::console::{ConsoleHub, Ending};
 use crate::driver::{self, DriverHandle, Mode};
+use crate::idm::GuestLinks;
 use crate::images::{ImageError, Images, ZoneTarget};
 use crate::launch::zone_dir;
 use crate::network::{AddressPlan, NetworkError};
@@ -69,6 +70,13 @@ pub enum DaemonError {
     /// The spec's image names no image (an id not in the cache) or several.
     #[error("spec.image")]
     Image(#[source] ImageError),
+    /// A request to the zone's guest (exec, metrics) failed.
+    #[error("zone {zone}")]
+    Guest {
+        zone: String,
+        #[source]
+        source: crate::idm::LinkError,
+    },
 }
 
 pub struct Daemon {
@@ -78,6 +86,8 @@ pub struct Daemon {
     pub backend: Option<Arc<dyn Backend>>,
     pub selection: Selection,
     consoles: Mutex<HashMap<Uuid, Arc<ConsoleHub>>>,
+    /// The IDM links of supervised zones (exec, metrics).
+    pub guests: GuestLinks,
     pub(crate) drivers: Mutex<HashMap<Uuid, DriverHandle>>,
     pub(crate) launches: Semaphore,
     /// Where zone addresses come from (an invalid plan fails creations, not the daemon).
@@ -101,6 +111,7 @@ impl Daemon {
             backend,
             selection,
             consoles: Mutex::new(HashMap::new()),
+            guests: GuestLinks::default(),
             drivers: Mutex::new(HashMap::new()),
             launches,
             addresses,

@@ -232,6 +232,8 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
             None
         }
     };
+    // Exec and metrics reach the guest through the link while the zone is supervised.
+    let _guest = idm.as_ref().map(|link| daemon.register_guest(link));
     let mut events = Some(events_rx);
     let mut fatal: Option<String> = None;
     let mut guest_errors = 0u64;

@@ -67,6 +67,7 @@ impl Subscription {
 pub fn zone_of(event: &v1::Event) -> Option<&str> {
     match &event.kind {
         Some(v1::event::Kind::ZoneStateChanged(change)) => Some(&change.zone_id),
+        Some(v1::event::Kind::ZoneResourcesChanged(change)) => Some(&change.zone_id),
         _ => None,
     }
 }

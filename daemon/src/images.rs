@@ -217,6 +217,19 @@ impl Images {
         Ok(self.zones.store().run(|s| s.images()).await?)
     }
 
+    /// Up to `limit` records after the record key `after`, in key order (paged listing).
+    pub async fn list_after(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self
+            .zones
+            .store()
+            .run(move |s| s.images_after(after.as_deref(), limit))
+            .await?)
+    }
+
     /// The recorded image `query` names (a reference, an id or a unique id prefix; see
     /// [`ImageName`]), for RemoveImage and the like.
     pub async fn find(&self, query: &str) -> Result<ImageRecord, ImageError> {

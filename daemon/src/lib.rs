@@ -12,6 +12,7 @@ pub mod console;
 pub mod daemon;
 pub mod driver;
 pub mod events;
+pub mod guest;
 pub mod host;
 pub mod idm;
 pub mod images;

@@ -126,6 +126,7 @@ mod tests {
                 };
                 5
             ],
+            ..Default::default()
         };
         let err = check_reply(&big, "filter by state or name").unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);

@@ -1,8 +1,8 @@
 //! Changing a running zone's vCPUs and memory (`UpdateZoneResources`): bounded by what the
 //! zone was created with, applied by the backend (Xen: vCPU hotplug and the balloon target;
-//! QEMU cannot yet), then recorded in the zone's status.
+//! QEMU cannot yet), then recorded in the zone's status with a `ZoneResourcesChanged` event.
 
-use spore_api::v1::ZoneState;
+use spore_api::v1::{self, ZoneState};
 use spore_runtime::{Resources, RuntimeError};
 use uuid::Uuid;
 
@@ -59,13 +59,32 @@ impl Daemon {
                     source,
                 },
             })?;
+        // Committed with its event, so watchers see the new resources without polling.
+        let (previous_vcpus, previous_memory_mib) = (status.vcpus, status.memory_mib);
         let record = self
             .zones
-            .update(id, |r| {
-                let s = r.status_mut();
-                s.vcpus = wanted.vcpus;
-                s.memory_mib = wanted.memory_mib;
-            })
+            .update_with_event(
+                id,
+                |r| {
+                    let s = r.status_mut();
+                    s.vcpus = wanted.vcpus;
+                    s.memory_mib = wanted.memory_mib;
+                },
+                |r| v1::Event {
+                    sequence: 0,
+                    time: Some(crate::zones::now()),
+                    kind: Some(v1::event::Kind::ZoneResourcesChanged(
+                        v1::ZoneResourcesChanged {
+                            zone_id: r.zone().id.clone(),
+                            zone_name: r.zone().name.clone(),
+                            vcpus: wanted.vcpus,
+                            memory_mib: wanted.memory_mib,
+                            previous_vcpus,
+                            previous_memory_mib,
+                        },
+                    )),
+                },
+            )
             .await?;
         tracing::info!(zone = %id, vcpus = wanted.vcpus, memory_mib = wanted.memory_mib, "resources changed");
         Ok(record)

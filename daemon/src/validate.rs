@@ -90,7 +90,7 @@ pub fn validate(spec: &v1::ZoneSpec, limits: &Limits) -> Result<ValidSpec, Field
     if !spec.working_dir.is_empty() {
         check_guest_path("spec.working_dir", &spec.working_dir)?;
     }
-    check_user(&spec.user)?;
+    check_user("spec.user", &spec.user)?;
     let (vcpus, memory_mib) = resources(spec, limits)?;
     for (field, path) in [
         ("spec.kernel_path", &spec.kernel_path),
@@ -205,6 +205,19 @@ fn check_ports(ports: &[v1::PortMapping]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Checks an ExecInZone start message (the guest resolves the user and the program).
+pub fn validate_exec(start: &v1::ExecStart) -> Result<(), FieldError> {
+    if start.command.first().is_none_or(|c| c.is_empty()) {
+        return Err(bad("start.command", "a command to run is required"));
+    }
+    check_argv("start.command", &start.command)?;
+    check_env("start.env", &start.env)?;
+    if !start.working_dir.is_empty() {
+        check_guest_path("start.working_dir", &start.working_dir)?;
+    }
+    check_user("start.user", &start.user)
+}
+
 fn check_argv(field: &str, argv: &[String]) -> Result<(), FieldError> {
     if argv.len() > MAX_ARGV_ENTRIES {
         return Err(bad(field, format!("more than {MAX_ARGV_ENTRIES} entries")));
@@ -257,7 +270,7 @@ fn check_guest_path(field: &str, path: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn check_user(user: &str) -> Result<(), FieldError> {
+fn check_user(field: &str, user: &str) -> Result<(), FieldError> {
     if user.is_empty() {
         return Ok(());
     }
@@ -273,7 +286,7 @@ fn check_user(user: &str) -> Result<(), FieldError> {
         Ok(())
     } else {
         Err(bad(
-            "spec.user",
+            field,
             format!(
                 "{:?} is not USER, UID, USER:GROUP or UID:GID",
                 truncate(user)

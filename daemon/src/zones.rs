@@ -4,7 +4,8 @@
 //! transition table, committed with its event (durable before anyone sees it), then applied
 //! in memory and published. Reads are served from memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, ControlFlow};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -46,7 +47,52 @@ pub struct Zones {
     store: Store,
     bus: EventBus,
     write: Mutex<()>,
-    table: RwLock<HashMap<Uuid, ZoneRecord>>,
+    table: RwLock<Table>,
+}
+
+/// The zones by id, and their order (oldest first) for listing and paging without a sort.
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<Uuid, ZoneRecord>,
+    order: BTreeMap<ZoneKey, Uuid>,
+}
+
+impl Table {
+    fn insert(&mut self, record: ZoneRecord) {
+        let id = record.uuid();
+        if let Some(old) = self.by_id.insert(id, record) {
+            self.order.remove(&ZoneKey::of(&old));
+        }
+        if let Some(record) = self.by_id.get(&id) {
+            self.order.insert(ZoneKey::of(record), id);
+        }
+    }
+
+    fn remove(&mut self, id: &Uuid) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.order.remove(&ZoneKey::of(&old));
+        }
+    }
+}
+
+/// Where a zone sorts in listings: its creation time, then its id. Both are fixed when the
+/// zone is stored, so a key (a page token) keeps its place while zones come and go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneKey {
+    pub seconds: i64,
+    pub nanos: i32,
+    pub id: Uuid,
+}
+
+impl ZoneKey {
+    pub fn of(record: &ZoneRecord) -> ZoneKey {
+        let created = record.zone().status.as_ref().and_then(|s| s.created_at);
+        ZoneKey {
+            seconds: created.map_or(0, |t| t.seconds),
+            nanos: created.map_or(0, |t| t.nanos),
+            id: record.uuid(),
+        }
+    }
 }
 
 pub fn now() -> prost_types::Timestamp {
@@ -56,11 +102,10 @@ pub fn now() -> prost_types::Timestamp {
 impl Zones {
     /// Loads every stored zone.
     pub fn load(store: Store, bus: EventBus) -> Result<Arc<Zones>, StoreError> {
-        let table = store
-            .load_zones()?
-            .into_iter()
-            .map(|r| (r.uuid(), r))
-            .collect();
+        let mut table = Table::default();
+        for record in store.load_zones()? {
+            table.insert(record);
+        }
         Ok(Arc::new(Zones {
             store,
             bus,
@@ -78,7 +123,7 @@ impl Zones {
     }
 
     pub fn get(&self, id: Uuid) -> Option<ZoneRecord> {
-        self.read().get(&id).cloned()
+        self.read().by_id.get(&id).cloned()
     }
 
     pub fn list(&self) -> Vec<ZoneRecord> {
@@ -87,24 +132,42 @@ impl Zones {
 
     /// The zones `keep` accepts, oldest first; only those are cloned.
     pub fn list_matching(&self, keep: impl Fn(&ZoneRecord) -> bool) -> Vec<ZoneRecord> {
-        let mut zones: Vec<ZoneRecord> =
-            self.read().values().filter(|r| keep(r)).cloned().collect();
-        // Borrowed keys: cloning a status (with its history) per comparison dominated ListZones.
-        let key = |r: &ZoneRecord| {
-            let created = r.zone().status.as_ref().and_then(|s| s.created_at);
-            (
-                created.map(|t| (t.seconds, t.nanos)),
-                r.zone().id.as_str().to_owned(),
-            )
-        };
-        zones.sort_by_cached_key(key);
+        let mut zones = Vec::new();
+        self.scan(None, |r| {
+            if keep(r) {
+                zones.push(r.clone());
+            }
+            ControlFlow::Continue(())
+        });
         zones
+    }
+
+    /// Visits zones oldest first, starting after `after`, until `visit` breaks. Runs under the
+    /// table's read lock: `visit` must not wait.
+    pub fn scan(
+        &self,
+        after: Option<ZoneKey>,
+        mut visit: impl FnMut(&ZoneRecord) -> ControlFlow<()>,
+    ) {
+        let table = self.read();
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for id in table
+            .order
+            .range((from, Bound::Unbounded))
+            .map(|(_, id)| id)
+        {
+            if let Some(record) = table.by_id.get(id)
+                && visit(record).is_break()
+            {
+                return;
+            }
+        }
     }
 
     /// Counts per state.
     pub fn counts(&self) -> HashMap<ZoneState, u32> {
         let mut counts = HashMap::new();
-        for record in self.read().values() {
+        for record in self.read().by_id.values() {
             *counts.entry(record.state()).or_insert(0) += 1;
         }
         counts
@@ -112,7 +175,8 @@ impl Zones {
 
     /// A full id, a name, or a unique id prefix (at least 4 characters).
     pub fn resolve(&self, query: &str) -> Result<Uuid, ZoneError> {
-        let table = self.read();
+        let guard = self.read();
+        let table = &guard.by_id;
         if let Ok(id) = Uuid::try_parse(query)
             && table.contains_key(&id)
         {
@@ -140,7 +204,7 @@ impl Zones {
     }
 
     pub fn name_taken(&self, name: &str) -> bool {
-        self.read().values().any(|r| r.zone().name == name)
+        self.read().by_id.values().any(|r| r.zone().name == name)
     }
 
     /// Stores a new zone in PENDING; the name must be free. With an address plan, the zone's
@@ -193,7 +257,7 @@ impl Zones {
             ..Default::default()
         })
         .await?;
-        self.write_table().insert(record.uuid(), record);
+        self.write_table().insert(record);
         Ok(())
     }
 
@@ -257,7 +321,7 @@ impl Zones {
         if to == ZoneState::Destroyed {
             self.write_table().remove(&id);
         } else {
-            self.write_table().insert(id, record.clone());
+            self.write_table().insert(record.clone());
         }
         Ok(record)
     }
@@ -278,7 +342,31 @@ impl Zones {
             ..Default::default()
         })
         .await?;
-        self.write_table().insert(id, record.clone());
+        self.write_table().insert(record.clone());
+        Ok(record)
+    }
+
+    /// Changes a zone's record without a state change and records the event `event` makes
+    /// of the changed record, in one commit.
+    pub async fn update_with_event(
+        &self,
+        id: Uuid,
+        update: impl FnOnce(&mut ZoneRecord),
+        event: impl FnOnce(&ZoneRecord) -> v1::Event,
+    ) -> Result<ZoneRecord, ZoneError> {
+        let _guard = self.write.lock().await;
+        let mut record = self
+            .get(id)
+            .ok_or_else(|| ZoneError::NotFound(id.to_string()))?;
+        update(&mut record);
+        let event = event(&record);
+        self.commit(ZoneWrite {
+            put: Some(record.clone()),
+            events: vec![event],
+            ..Default::default()
+        })
+        .await?;
+        self.write_table().insert(record.clone());
         Ok(record)
     }
 
@@ -298,12 +386,12 @@ impl Zones {
         Ok(())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, ZoneRecord>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
         // A panic while holding the lock leaves the map itself intact.
         self.table.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Uuid, ZoneRecord>> {
+    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -680,3 +680,290 @@ async fn an_image_id_is_taken_wherever_an_image_is() {
     );
     wait_state(&s, id, ZoneState::Exited).await;
 }
+
+/// Collects an exec session's events until it exits (bounded).
+async fn exec_events(
+    session: &mut spored::idm::exec::ExecSession,
+) -> Result<Vec<spored::idm::exec::ExecEvent>, spored::idm::LinkError> {
+    let mut events = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(event) = session.next().await? {
+            events.push(event);
+        }
+        Ok(events)
+    })
+    .await
+    .expect("the exec ends in time")
+}
+
+fn exec_start(argv: &[&str]) -> spore_idm::proto::ExecStart {
+    spore_idm::proto::ExecStart {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn exec_and_metrics_reach_a_running_zones_guest_within_the_per_zone_limit() {
+    use spored::idm::LinkError;
+    use spored::idm::exec::ExecEvent;
+    let s = setup_with(|c| c.zones.max_execs_per_zone = 2).await;
+    let (id, name) = s.daemon.create_zone(spec(&["sleep"])).await.unwrap();
+    wait_state(&s, id, ZoneState::Running).await;
+
+    let mut session = s
+        .daemon
+        .exec(id, exec_start(&["echo", "hi", "there"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        exec_events(&mut session).await.unwrap(),
+        vec![
+            ExecEvent::Started { pid: 100 },
+            ExecEvent::Stdout("hi there\n".into()),
+            ExecEvent::Exited(spore_idm::ExitStatus::Code(0)),
+        ]
+    );
+    let mut missing = s.daemon.exec(id, exec_start(&["nope"])).await.unwrap();
+    let events = exec_events(&mut missing).await.unwrap();
+    assert!(
+        matches!(&events[0], ExecEvent::Error(m) if m.contains("not found")),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[1],
+        ExecEvent::Exited(spore_idm::ExitStatus::Code(127))
+    );
+
+    let metrics = s.daemon.metrics(id, true).await.unwrap();
+    assert_eq!(metrics.process_count, 2);
+    assert_eq!(metrics.processes[1].command, "sleep");
+    assert!(
+        s.daemon
+            .metrics(id, false)
+            .await
+            .unwrap()
+            .processes
+            .is_empty()
+    );
+
+    // Two sessions at once is the limit here; a dropped one (its client went away) is
+    // cancelled in the guest and frees its place.
+    let mut first = s.daemon.exec(id, exec_start(&["wait"])).await.unwrap();
+    let second = s.daemon.exec(id, exec_start(&["wait"])).await.unwrap();
+    assert_eq!(
+        first.next().await.unwrap(),
+        Some(ExecEvent::Started { pid: 100 })
+    );
+    let err = s
+        .daemon
+        .exec(id, exec_start(&["wait"]))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            &err,
+            DaemonError::Guest {
+                source: LinkError::TooManyExecs(2),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    drop(second);
+    support::until("the guest to see the cancel", WAIT, || {
+        String::from_utf8_lossy(&s.daemon.console(id).unwrap().read_log()).contains("cancelled")
+    })
+    .await;
+    let mut third = s.daemon.exec(id, exec_start(&["echo", "3"])).await.unwrap();
+    assert!(
+        exec_events(&mut third)
+            .await
+            .unwrap()
+            .contains(&ExecEvent::Stdout("3\n".into()))
+    );
+    // A signal reaches the process; it ends by it.
+    first.input().signal(2).await.unwrap();
+    assert_eq!(
+        exec_events(&mut first).await.unwrap(),
+        vec![ExecEvent::Exited(spore_idm::ExitStatus::Signal {
+            signal: 2,
+            core_dumped: false
+        })]
+    );
+
+    // A guest that ignores its window: the session ends with the reason, the zone goes on.
+    let mut flood = s
+        .daemon
+        .exec(id, exec_start(&["flood", "1048576"]))
+        .await
+        .unwrap();
+    let err = exec_events(&mut flood).await.unwrap_err();
+    assert!(
+        matches!(&err, LinkError::Violation(m) if m.contains("window")),
+        "{err}"
+    );
+    assert!(flood.buffered() <= spored::idm::exec::OUTPUT_WINDOW as usize);
+    assert!(s.daemon.metrics(id, false).await.is_ok());
+
+    // Not running: refused naming the state.
+    let (ended, _) = s.daemon.create_zone(spec(&["exit", "0"])).await.unwrap();
+    wait_state(&s, ended, ZoneState::Exited).await;
+    let err = s
+        .daemon
+        .exec(ended, exec_start(&["echo"]))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .ends_with("is exited: exec needs a running zone"),
+        "{err}"
+    );
+    let err = s.daemon.metrics(ended, false).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("is exited: metrics need a running zone"),
+        "{err}"
+    );
+    s.daemon.destroy_zone(id).await.unwrap();
+    let _ = name;
+}
+
+#[tokio::test]
+async fn resource_changes_are_events() {
+    let s = setup().await;
+    let mut big = spec(&["sleep"]);
+    big.vcpus = Some(2);
+    big.memory_mib = Some(256);
+    let (id, name) = s.daemon.create_zone(big).await.unwrap();
+    wait_state(&s, id, ZoneState::Running).await;
+    let mut events = s.daemon.zones.bus().subscribe();
+    s.daemon
+        .update_resources(id, Some(1), Some(192))
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap().unwrap();
+    let Some(v1::event::Kind::ZoneResourcesChanged(change)) = &event.kind else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        (change.zone_id.as_str(), change.zone_name.as_str()),
+        (id.to_string().as_str(), name.as_str())
+    );
+    assert_eq!((change.vcpus, change.memory_mib), (1, 192));
+    assert_eq!(
+        (change.previous_vcpus, change.previous_memory_mib),
+        (2, 256)
+    );
+    // Durable with its sequence: a watcher filtering on the zone replays it.
+    let stored = s
+        .daemon
+        .zones
+        .store()
+        .events_from(event.sequence, 10)
+        .unwrap();
+    assert_eq!(stored[0], *event);
+    assert_eq!(
+        spored::events::zone_of(&event),
+        Some(id.to_string().as_str())
+    );
+}
+
+/// The API's ListZones over the core: pages in creation order whose tokens survive creates
+/// and destroys between calls (nothing skipped, nothing repeated), and replies under the
+/// message limit however much there is to list.
+#[tokio::test]
+async fn list_zones_pages_are_stable_and_every_reply_fits_the_limit() {
+    use spore_api::v1::control_server::Control;
+    let s = setup().await;
+    let (_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let api = spored::api::ControlService::new(s.daemon.clone(), shutdown_rx);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let mut zone = spec(&["sleep"]);
+        zone.name = format!("z{i:02}");
+        ids.push(s.daemon.create_zone(zone).await.unwrap().0);
+    }
+    let page = |token: String, size: u32| {
+        let api = &api;
+        async move {
+            api.list_zones(tonic::Request::new(v1::ListZonesRequest {
+                page_size: size,
+                page_token: token,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let first = page(String::new(), 5).await;
+    let names = |r: &v1::ListZonesResponse| -> Vec<String> {
+        r.zones.iter().map(|z| z.name.clone()).collect()
+    };
+    assert_eq!(names(&first), ["z00", "z01", "z02", "z03", "z04"]);
+    assert!(!first.next_page_token.is_empty());
+    // Between pages: the last zone listed and one not yet listed go, one is created.
+    s.daemon.destroy_zone(ids[4]).await.unwrap();
+    s.daemon.destroy_zone(ids[6]).await.unwrap();
+    let mut late = spec(&["sleep"]);
+    late.name = "late".into();
+    s.daemon.create_zone(late).await.unwrap();
+    let second = page(first.next_page_token.clone(), 5).await;
+    assert_eq!(names(&second), ["z05", "z07", "z08", "z09", "z10"]);
+    let third = page(second.next_page_token.clone(), 5).await;
+    assert_eq!(names(&third), ["z11", "late"]);
+    assert!(third.next_page_token.is_empty());
+    // A token from elsewhere is refused.
+    let err = api
+        .list_zones(tonic::Request::new(v1::ListZonesRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // Zones whose records together pass the 4 MiB limit (large environments): an unpaged
+    // call returns what fits and a token, never RESOURCE_EXHAUSTED; paging returns them all.
+    let records: Vec<_> = (0..40)
+        .map(|i| {
+            let mut record = ZoneRecord::new(v1::Zone {
+                id: Uuid::new_v4().to_string(),
+                name: format!("big-{i:02}"),
+                spec: Some(v1::ZoneSpec {
+                    image: "demo".into(),
+                    env: vec![format!("BLOB={}", "x".repeat(200 * 1024))],
+                    ..Default::default()
+                }),
+                status: Some(Default::default()),
+            });
+            record.max_vcpus = 1;
+            record
+        })
+        .collect();
+    for record in records {
+        s.daemon.zones.insert(record, "bulk", None).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let reply = page(token, 0).await;
+        assert!(prost::Message::encoded_len(&reply) <= spore_api::MAX_MESSAGE_BYTES);
+        seen.extend(names(&reply));
+        pages += 1;
+        if reply.next_page_token.is_empty() {
+            break;
+        }
+        token = reply.next_page_token;
+    }
+    // 8 MiB of zones: at least two replies.
+    assert!(pages >= 2, "{pages} pages");
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a zone was listed twice");
+    assert_eq!(seen.len(), 10 + 1 + 40, "{seen:?}");
+}

@@ -234,7 +234,7 @@ async fn events_resume_across_restarts_and_writes_survive_kill_9() {
     spored.restart();
     let mut client = spored.client().await;
     let images = client
-        .list_images(v1::ListImagesRequest {})
+        .list_images(v1::ListImagesRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -1,9 +1,12 @@
 //! Exec sessions (`zone exec`): a process started on the host's request, its stdin fed from
 //! IDM, its stdout/stderr (or pseudo-terminal output) streamed back, its exit reported.
 //!
-//! Everything is non-blocking and driven by the supervisor's poll loop. Output is only read
-//! while the IDM queue is below its high-water mark, so a slow host slows the process down
-//! instead of growing init's memory.
+//! Everything is non-blocking and driven by the supervisor's poll loop. Both directions are
+//! flow-controlled per session (IDM `ExecCredit`): output is read only while the host has
+//! granted credit for it (`ExecStart.output_window`) and while init's IDM queue is below its
+//! high-water mark, so a slow client slows its own process down, not the channel's other
+//! traffic and not init's memory; stdin is acknowledged as it reaches the process, so the host
+//! never sends more than [`STDIN_WINDOW`] ahead of it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,8 +24,14 @@ use crate::sys::{self, pid_t};
 
 /// Concurrent sessions per zone.
 pub const MAX_SESSIONS: usize = 64;
-/// Stdin bytes queued for a process that does not read them.
+/// Stdin bytes queued for a process that does not read them (a host that ignores the window).
 pub const MAX_STDIN_QUEUE: usize = 4 * 1024 * 1024;
+/// Stdin the host may send ahead of what reached the process (`ExecStarted.stdin_window`).
+pub const STDIN_WINDOW: u32 = 256 * 1024;
+/// Stdin credit is returned in batches of at least this much (or when the queue is drained).
+const STDIN_CREDIT_BATCH: u64 = 16 * 1024;
+/// Output credit the host can pile up (it only grants what it consumed; this bounds a bad one).
+const MAX_OUTPUT_CREDIT: u64 = 64 * 1024 * 1024;
 /// After the process exits, how long to wait for its output pipes to close (a background
 /// child may hold them open forever).
 const OUTPUT_LINGER: Duration = Duration::from_secs(1);
@@ -33,6 +42,9 @@ struct Output {
     /// `None` once the stream reached EOF.
     file: Option<File>,
     stream: Stream,
+    /// The writers are gone but data is left that there is no credit for: not polled until
+    /// credit comes (poll would report the hang-up at once, every time).
+    hung_up: bool,
 }
 
 #[derive(Debug)]
@@ -41,9 +53,18 @@ struct Session {
     stdin: Option<File>,
     stdin_queue: Vec<u8>,
     stdin_close: bool,
+    /// Stdin bytes delivered (or discarded) and not yet acknowledged to the host.
+    stdin_unacked: u64,
     outputs: Vec<Output>,
     pty: Option<File>,
-    exit: Option<(ExitStatus, Instant)>,
+    /// Output bytes the host still accepts; `None`: no output flow control (an older host).
+    out_credit: Option<u64>,
+    exit: Option<ExitStatus>,
+    /// Since when the exited process's output pipes have been readable without reaching EOF
+    /// (a background child holding them); `None` while there is no credit to read them.
+    linger_from: Option<Instant>,
+    /// The host's client is gone (ExecCancel): output is discarded.
+    cancelled: bool,
 }
 
 /// What a poll entry belongs to.
@@ -141,11 +162,15 @@ impl Sessions {
             }
         };
         match self.spawn(&spec, start.size.as_ref(), rlimits) {
-            Ok(session) => {
+            Ok(mut session) => {
+                session.out_credit =
+                    (start.output_window > 0).then_some(start.output_window.into());
                 idm.send(&IdmPacket::stream(
                     stream_id,
                     Body::ExecStarted(proto::ExecStarted {
                         pid: session.pid as u32,
+                        stdin_window: STDIN_WINDOW,
+                        output_flow_control: true,
                     }),
                 ));
                 self.sessions.insert(stream_id, session);
@@ -180,18 +205,16 @@ impl Sessions {
             let output = master
                 .try_clone()
                 .map_err(|e| fail("duplicate the terminal", e))?;
-            return Ok(Session {
+            return Ok(Session::new(
                 pid,
-                stdin: Some(input),
-                stdin_queue: Vec::new(),
-                stdin_close: false,
-                outputs: vec![Output {
+                input,
+                vec![Output {
                     file: Some(output),
                     stream: Stream::Stdout,
+                    hung_up: false,
                 }],
-                pty: Some(master),
-                exit: None,
-            });
+                Some(master),
+            ));
         }
         let (in_r, in_w) = sys::pipe().map_err(|e| fail("create a pipe", e))?;
         let (out_r, out_w) = sys::pipe().map_err(|e| fail("create a pipe", e))?;
@@ -201,27 +224,27 @@ impl Sessions {
         // The child has its copies; closing ours lets EOF arrive when it is done.
         drop((in_r, out_w, err_w));
         let wrap = |fd| nonblocking(fd).map_err(|e| fail("configure a pipe", e));
-        Ok(Session {
+        Ok(Session::new(
             pid,
-            stdin: Some(wrap(in_w)?),
-            stdin_queue: Vec::new(),
-            stdin_close: false,
-            outputs: vec![
+            wrap(in_w)?,
+            vec![
                 Output {
                     file: Some(wrap(out_r)?),
                     stream: Stream::Stdout,
+                    hung_up: false,
                 },
                 Output {
                     file: Some(wrap(err_r)?),
                     stream: Stream::Stderr,
+                    hung_up: false,
                 },
             ],
-            pty: None,
-            exit: None,
-        })
+            None,
+        ))
     }
 
-    /// ExecStdin / ExecStdinClosed / ExecResize for a running session.
+    /// ExecStdin / ExecStdinClosed / ExecResize / ExecCredit / ExecSignal / ExecCancel for a
+    /// running session.
     pub fn input(&mut self, stream_id: u64, body: Body, idm: &mut IdmPort) {
         let Some(s) = self.sessions.get_mut(&stream_id) else {
             idm.send(&error(stream_id, format!("no exec session {stream_id}")));
@@ -230,6 +253,9 @@ impl Sessions {
         match body {
             Body::ExecStdin(data) => {
                 if s.stdin.is_none() || s.stdin_close {
+                    // Nowhere to go: acknowledged anyway, so the host's sender is not stuck.
+                    s.stdin_unacked += data.data.len() as u64;
+                    s.ack_stdin(stream_id, idm, true);
                     return;
                 }
                 if s.stdin_queue.len() + data.data.len() > MAX_STDIN_QUEUE {
@@ -240,11 +266,11 @@ impl Sessions {
                     return;
                 }
                 s.stdin_queue.extend_from_slice(&data.data);
-                s.write_stdin();
+                s.write_stdin(stream_id, idm);
             }
             Body::ExecStdinClosed(_) => {
                 s.stdin_close = true;
-                s.write_stdin();
+                s.write_stdin(stream_id, idm);
             }
             Body::ExecResize(resize) => {
                 if let (Some(pty), Some(size)) = (&s.pty, resize.size) {
@@ -252,7 +278,30 @@ impl Sessions {
                         sys::set_window_size(pty.as_fd(), clamp(size.rows), clamp(size.columns));
                 }
             }
+            Body::ExecCredit(credit) => {
+                if let Some(c) = s.out_credit.as_mut() {
+                    *c = c.saturating_add(credit.bytes.into()).min(MAX_OUTPUT_CREDIT);
+                }
+            }
+            Body::ExecSignal(signal) => {
+                if !(1..=64).contains(&signal.signal) {
+                    idm.send(&error(
+                        stream_id,
+                        format!("signal {} is not a signal number", signal.signal),
+                    ));
+                } else if s.exit.is_none() {
+                    s.signal(signal.signal);
+                }
+            }
+            Body::ExecCancel(_) => s.cancel(),
             _ => {}
+        }
+    }
+
+    /// ExecCancel with stream id 0: the host has no client for any earlier session.
+    pub fn cancel_all(&mut self) {
+        for s in self.sessions.values_mut() {
+            s.cancel();
         }
     }
 
@@ -264,7 +313,7 @@ impl Sessions {
             .find(|s| s.pid == pid && s.exit.is_none())
         {
             Some(s) => {
-                s.exit = Some((status, Instant::now()));
+                s.exit = Some(status);
                 true
             }
             None => false,
@@ -280,60 +329,85 @@ impl Sessions {
                 fds.push(sys::pollfd(stdin.as_raw_fd(), sys::POLLOUT));
                 slots.push(Slot::Stdin(id));
             }
-            if idm_queued < OUTBOX_HIGH_WATER {
-                for (i, out) in s.outputs.iter().enumerate() {
-                    if let Some(file) = &out.file {
-                        fds.push(sys::pollfd(file.as_raw_fd(), sys::POLLIN));
-                        slots.push(Slot::Output(id, i));
+            let reading = idm_queued < OUTBOX_HIGH_WATER && s.out_credit != Some(0);
+            for (i, out) in s.outputs.iter().enumerate() {
+                let Some(file) = &out.file else { continue };
+                // Not reading, the fd is still watched for its hang-up (no events asked): the
+                // end of an output with nothing left in it needs no credit.
+                let events = match (reading, out.hung_up) {
+                    (true, _) => sys::POLLIN,
+                    (false, false) => 0,
+                    (false, true) => continue,
+                };
+                fds.push(sys::pollfd(file.as_raw_fd(), events));
+                slots.push(Slot::Output(id, i));
+            }
+        }
+    }
+
+    /// Handles a ready fd (`revents` as poll reported them).
+    pub fn ready(&mut self, slot: Slot, revents: i16, idm: &mut IdmPort) {
+        match slot {
+            Slot::Stdin(id) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.write_stdin(id, idm);
+                }
+            }
+            Slot::Output(id, i) => {
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                if revents & sys::POLLIN != 0 {
+                    s.read_output(id, i, idm);
+                } else if revents & (sys::POLLHUP | sys::POLLERR) != 0
+                    && let Some(out) = s.outputs.get_mut(i)
+                    && let Some(file) = &out.file
+                {
+                    // Hung up while not being read: the end, unless data is left for later.
+                    match sys::bytes_available(file.as_fd()) {
+                        Ok(0) | Err(_) => out.file = None,
+                        Ok(_) => out.hung_up = true,
                     }
                 }
             }
         }
     }
 
-    /// Handles a ready fd.
-    pub fn ready(&mut self, slot: Slot, idm: &mut IdmPort) {
-        match slot {
-            Slot::Stdin(id) => {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.write_stdin();
-                }
-            }
-            Slot::Output(id, i) => {
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.read_output(id, i, idm);
-                }
-            }
-        }
-    }
-
     /// Ends sessions whose process exited and whose output is drained (or lingered too
-    /// long). Returns the time until the next linger deadline, if any.
+    /// long while it could be read). Returns the time until the next linger deadline, if any.
     pub fn finish(&mut self, idm: &mut IdmPort) -> Option<Duration> {
         let now = Instant::now();
         let mut next: Option<Duration> = None;
-        let done: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter_map(|(&id, s)| {
-                let (_, at) = s.exit?;
-                let deadline = at + OUTPUT_LINGER;
-                if s.outputs.iter().all(|o| o.file.is_none()) || now >= deadline {
-                    Some(id)
-                } else {
-                    let left = deadline - now;
-                    next = Some(next.map_or(left, |n| n.min(left)));
-                    None
-                }
-            })
-            .collect();
+        let mut done = Vec::new();
+        for (&id, s) in self.sessions.iter_mut() {
+            if s.exit.is_none() {
+                continue;
+            }
+            if s.cancelled || s.outputs.iter().all(|o| o.file.is_none()) {
+                done.push(id);
+                continue;
+            }
+            // Output held back for want of credit is not lingering: it goes out as the host
+            // takes it. Only a pipe that stays open with nothing to read times out.
+            if s.out_credit == Some(0) {
+                s.linger_from = None;
+                continue;
+            }
+            let deadline = *s.linger_from.get_or_insert(now) + OUTPUT_LINGER;
+            if now >= deadline {
+                done.push(id);
+            } else {
+                let left = deadline - now;
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+        }
         for id in done {
             if let Some(mut s) = self.sessions.remove(&id) {
-                // Whatever is still readable goes out before the exit.
+                // Whatever is still readable (and the host has room for) goes out before the exit.
                 for i in 0..s.outputs.len() {
                     s.read_output(id, i, idm);
                 }
-                if let Some((status, _)) = s.exit {
+                if let Some(status) = s.exit {
                     idm.send(&exited(id, status));
                 }
             }
@@ -347,7 +421,29 @@ fn clamp(v: u32) -> u16 {
 }
 
 impl Session {
-    fn write_stdin(&mut self) {
+    fn new(pid: pid_t, stdin: File, outputs: Vec<Output>, pty: Option<File>) -> Session {
+        Session {
+            pid,
+            stdin: Some(stdin),
+            stdin_queue: Vec::new(),
+            stdin_close: false,
+            stdin_unacked: 0,
+            outputs,
+            pty,
+            out_credit: None,
+            exit: None,
+            linger_from: None,
+            cancelled: false,
+        }
+    }
+
+    fn write_stdin(&mut self, id: u64, idm: &mut IdmPort) {
+        self.deliver_stdin();
+        let drained = self.stdin_queue.is_empty();
+        self.ack_stdin(id, idm, drained);
+    }
+
+    fn deliver_stdin(&mut self) {
         let Some(stdin) = self.stdin.as_mut() else {
             return;
         };
@@ -356,11 +452,13 @@ impl Session {
                 Ok(0) => break,
                 Ok(n) => {
                     self.stdin_queue.drain(..n);
+                    self.stdin_unacked += n as u64;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     // The process closed its stdin (EPIPE): nothing more to deliver.
+                    self.stdin_unacked += self.stdin_queue.len() as u64;
                     self.stdin_queue.clear();
                     self.stdin = None;
                     return;
@@ -376,6 +474,38 @@ impl Session {
         }
     }
 
+    /// Returns stdin credit to the host: in batches, or all of it when `all` (queue drained).
+    fn ack_stdin(&mut self, id: u64, idm: &mut IdmPort, all: bool) {
+        if self.stdin_unacked == 0 || (!all && self.stdin_unacked < STDIN_CREDIT_BATCH) {
+            return;
+        }
+        let bytes = self.stdin_unacked.min(u32::MAX.into()) as u32;
+        self.stdin_unacked -= u64::from(bytes);
+        idm.send(&IdmPacket::stream(
+            id,
+            Body::ExecCredit(proto::ExecCredit { bytes }),
+        ));
+    }
+
+    /// Signals the process's group (it leads its own session), or the process if that fails.
+    fn signal(&self, signal: i32) {
+        if sys::kill(-self.pid, signal).is_err() {
+            let _ = sys::kill(self.pid, signal);
+        }
+    }
+
+    fn cancel(&mut self) {
+        if self.exit.is_none() {
+            self.signal(libc::SIGKILL);
+        }
+        self.cancelled = true;
+        self.stdin = None;
+        self.stdin_queue.clear();
+        for out in &mut self.outputs {
+            out.file = None;
+        }
+    }
+
     fn read_output(&mut self, id: u64, index: usize, idm: &mut IdmPort) {
         let Some(out) = self.outputs.get_mut(index) else {
             return;
@@ -385,9 +515,17 @@ impl Session {
         };
         let mut buf = vec![0u8; READ_CHUNK];
         let eof = loop {
-            match file.read(&mut buf) {
+            let room = match self.out_credit {
+                Some(0) => break false,
+                Some(credit) => credit.min(READ_CHUNK as u64) as usize,
+                None => READ_CHUNK,
+            };
+            match file.read(&mut buf[..room]) {
                 Ok(0) => break true,
                 Ok(n) => {
+                    if let Some(credit) = self.out_credit.as_mut() {
+                        *credit -= n as u64;
+                    }
                     idm.send(&IdmPacket::stream(
                         id,
                         Body::ExecOutput(proto::ExecOutput {

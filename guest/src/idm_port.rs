@@ -1,5 +1,12 @@
-//! The IDM port: /dev/hvc1 in raw mode, non-blocking, with an outgoing queue so a slow host
-//! never stalls PID 1 (it must keep reaping and forwarding signals whatever the host does).
+//! The IDM port, non-blocking, with an outgoing queue so a slow host never stalls PID 1 (it
+//! must keep reaping and forwarding signals whatever the host does).
+//!
+//! Xen: the second PV console, /dev/hvc1 (a terminal, put in raw mode; the console ring has
+//! flow control). QEMU: a virtio serial port, /dev/vport0p1, not a console: QEMU drops what a
+//! virtconsole writes while the host's socket is full, but throttles a serial port, so the guest
+//! just sees its writes wait (EAGAIN) until spored reads. A serial port reads end-of-file while
+//! no host is connected (spored restarting); the port is then only retried, not polled, since
+//! poll would report it at once, forever.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Write};
@@ -13,7 +20,8 @@ use spore_idm::{FrameDecoder, IdmPacket, encode_frame};
 use crate::console::alert;
 use crate::sys;
 
-pub const IDM_DEVICE: &str = "/dev/hvc1";
+/// Where the IDM channel may be: Xen's second console, QEMU's virtio serial port 1.
+pub const IDM_DEVICES: [&str; 2] = ["/dev/hvc1", "/dev/vport0p1"];
 
 /// Above this much queued output, exec sessions stop reading their processes' output.
 pub const OUTBOX_HIGH_WATER: usize = 256 * 1024;
@@ -25,6 +33,8 @@ pub struct IdmPort {
     outbox: Vec<u8>,
     sent: usize,
     read_buf: Vec<u8>,
+    /// The last read saw end-of-file: no host is connected (a virtio serial port).
+    host_gone: bool,
 }
 
 /// Opens a console device, retrying while it does not exist yet: the hvc nodes appear at
@@ -36,50 +46,71 @@ pub struct IdmPort {
 /// host: init then ran without a console, so the workload found hvc0 in its default cooked
 /// mode and a tty workload could not get it as its terminal.
 pub fn open_console_device(path: &str, timeout: Duration) -> Result<File> {
+    open_first(&[path], timeout).map(|(file, _)| file)
+}
+
+/// Opens the first of `paths` that opens, retrying all of them while none exists yet.
+fn open_first<'a>(paths: &[&'a str], timeout: Duration) -> Result<(File, &'a str)> {
     let deadline = Instant::now() + timeout;
     loop {
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(file) => return Ok(file),
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::EIO | libc::EINVAL)
-                    ) =>
+        let mut last = None;
+        for &path in paths {
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(path)
             {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot open {path} (waited {} ms)", timeout.as_millis())
-                });
+                Ok(file) => return Ok((file, path)),
+                Err(e) => last = Some((path, e)),
             }
         }
+        let Some((path, e)) = last else {
+            anyhow::bail!("no device to open");
+        };
+        let retry = matches!(
+            e.raw_os_error(),
+            Some(libc::ENOENT | libc::ENODEV | libc::ENXIO | libc::EIO | libc::EINVAL)
+        );
+        if !retry || Instant::now() >= deadline {
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot open {} (waited {} ms; {path} last)",
+                    paths.join(" or "),
+                    timeout.as_millis()
+                )
+            });
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 impl IdmPort {
     pub fn open(timeout: Duration) -> Result<Self> {
-        let file = open_console_device(IDM_DEVICE, timeout)
-            .context("the IDM channel (second console) is missing")?;
-        sys::make_raw(file.as_fd())
-            .with_context(|| format!("cannot put {IDM_DEVICE} in raw mode"))?;
+        let (file, path) = open_first(&IDM_DEVICES, timeout)
+            .context("the IDM channel (second console or serial port) is missing")?;
+        if std::io::IsTerminal::is_terminal(&file) {
+            sys::make_raw(file.as_fd())
+                .with_context(|| format!("cannot put {path} in raw mode"))?;
+        }
         Ok(Self {
             file,
             decoder: FrameDecoder::new(),
             outbox: Vec::new(),
             sent: 0,
             read_buf: vec![0; 64 * 1024],
+            host_gone: false,
         })
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+
+    /// No host is connected (the last read saw end-of-file): poll would report the port
+    /// readable at once, so it is retried on a timer instead.
+    pub fn host_gone(&self) -> bool {
+        self.host_gone
     }
 
     /// Queues a packet and writes what the port takes now.
@@ -123,9 +154,18 @@ impl IdmPort {
         // Bounded: at most a few chunks per wakeup so other events get their turn.
         for _ in 0..16 {
             match self.file.read(&mut self.read_buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => self.decoder.push(&self.read_buf[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Ok(0) => {
+                    self.host_gone = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.host_gone = false;
+                    self.decoder.push(&self.read_buf[..n]);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.host_gone = false;
+                    return Ok(());
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -150,8 +190,14 @@ impl IdmPort {
                 );
                 return;
             }
-            let mut fds = [sys::pollfd(self.raw_fd(), sys::POLLOUT)];
-            let _ = sys::poll(&mut fds, left.as_millis().min(100) as i32);
+            if self.host_gone {
+                // Poll reports a hung-up port at once: wait, then try again.
+                std::thread::sleep(left.min(Duration::from_millis(20)));
+                let _ = self.read_some();
+            } else {
+                let mut fds = [sys::pollfd(self.raw_fd(), sys::POLLOUT)];
+                let _ = sys::poll(&mut fds, left.as_millis().min(100) as i32);
+            }
             if let Err(e) = self.flush_some() {
                 alert!("IDM write failed: {e}");
                 return;

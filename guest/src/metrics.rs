@@ -112,15 +112,17 @@ pub fn collect(with_processes: bool) -> MetricsResponse {
         cpu_count: cpus,
         processes: Vec::new(),
         processes_truncated: false,
+        process_count: 0,
     };
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    response.process_count = pids.len().min(u32::MAX as usize) as u32;
     if with_processes {
         let page = sys::page_size();
-        let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
         pids.sort_unstable();
         response.processes_truncated = pids.len() > MAX_PROCESSES;
         response.processes = pids
@@ -172,5 +174,8 @@ mod tests {
             .expect("own process listed");
         assert!(p.rss_bytes > 0);
         assert!(p.cmdline.len() <= MAX_CMDLINE);
+        assert!(m.process_count as usize >= m.processes.len());
+        let summary = collect(false);
+        assert!(summary.processes.is_empty() && summary.process_count > 0);
     }
 }

@@ -25,6 +25,8 @@ const FORWARDED: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, 
 
 /// How often an Exit the host has not acknowledged is sent again.
 const EXIT_RESEND: Duration = Duration::from_secs(1);
+/// How often a port without a host is tried again.
+const IDM_RETRY: Duration = Duration::from_millis(100);
 /// After this long without an ExitAck the console says what init is waiting for.
 const EXIT_ACK_NOTICE: Duration = Duration::from_secs(5);
 
@@ -192,13 +194,16 @@ impl Supervisor {
     fn turn(&mut self, max_wait: Option<Duration>) -> Result<()> {
         let mut fds = vec![sys::pollfd(self.signals.raw(), sys::POLLIN)];
         let mut entries = vec![Entry::Signals];
-        let idm_events = if self.idm.queued() > 0 {
-            sys::POLLIN | sys::POLLOUT
-        } else {
-            sys::POLLIN
-        };
-        fds.push(sys::pollfd(self.idm.raw_fd(), idm_events));
-        entries.push(Entry::Idm);
+        let idm_gone = self.idm.host_gone();
+        if !idm_gone {
+            let idm_events = if self.idm.queued() > 0 {
+                sys::POLLIN | sys::POLLOUT
+            } else {
+                sys::POLLIN
+            };
+            fds.push(sys::pollfd(self.idm.raw_fd(), idm_events));
+            entries.push(Entry::Idm);
+        }
         let mut slots = Vec::new();
         self.sessions
             .poll_fds(self.idm.queued(), &mut fds, &mut slots);
@@ -212,6 +217,10 @@ impl Supervisor {
         }
         if let Some(linger) = self.sessions.finish(&mut self.idm) {
             shorten(linger);
+        }
+        if idm_gone {
+            // No host on the serial port: look again shortly (see idm_port).
+            shorten(IDM_RETRY);
         }
         let timeout_ms = wait.map_or(-1, |w| w.as_millis().min(60_000) as i32);
         sys::poll(&mut fds, timeout_ms).context("poll failed in the main loop")?;
@@ -231,7 +240,14 @@ impl Supervisor {
                         self.packets();
                     }
                 }
-                Entry::Session(slot) => self.sessions.ready(slot, &mut self.idm),
+                Entry::Session(slot) => self.sessions.ready(slot, fd.revents, &mut self.idm),
+            }
+        }
+        if idm_gone {
+            self.idm.read_some().context("IDM read failed")?;
+            if !self.idm.host_gone() {
+                self.idm.flush_some().context("IDM write failed")?;
+                self.packets();
             }
         }
         if let Some(at) = self.kill_at
@@ -372,7 +388,13 @@ impl Supervisor {
                     &mut self.idm,
                 ),
             },
-            body @ (Body::ExecStdin(_) | Body::ExecStdinClosed(_) | Body::ExecResize(_)) => {
+            Body::ExecCancel(_) if stream_id == 0 => self.sessions.cancel_all(),
+            body @ (Body::ExecStdin(_)
+            | Body::ExecStdinClosed(_)
+            | Body::ExecResize(_)
+            | Body::ExecCredit(_)
+            | Body::ExecSignal(_)
+            | Body::ExecCancel(_)) => {
                 self.sessions.input(stream_id, body, &mut self.idm);
             }
             _ => {

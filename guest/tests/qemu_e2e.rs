@@ -1,6 +1,7 @@
 //! Boots the guest bundle (kernel/build-bundle.sh) in QEMU (TCG, microvm) without any daemon:
 //! a busybox image built here (squashfs or erofs), a config block written with spore-idm, the
-//! console and IDM virtconsoles on Unix sockets this test listens on.
+//! console (a virtconsole) and IDM (a virtio serial port, as the QEMU backend has them) on Unix
+//! sockets this test listens on.
 //!
 //! Each test is one boot; nextest runs them in parallel. Set SPORE_GUEST_DIR to use another
 //! bundle, SPORE_E2E_SERIAL=1 to keep kernel messages on a serial log in the test's temp dir
@@ -268,7 +269,7 @@ impl Boot {
             "-chardev",
             &format!("socket,id=idm,path={}", idm_sock.display()),
         ])
-        .args(["-device", "virtconsole,chardev=idm,nr=1"])
+        .args(["-device", "virtserialport,chardev=idm,nr=1,name=spore.idm"])
         .args([
             "-drive",
             &format!(
@@ -900,6 +901,76 @@ while true; do sleep 0.1; done"#;
         _ => None,
     });
     assert_eq!(exit7, Some(proto::exec_exit::Status::Code(127)));
+
+    // Output flow control: with a 1000-byte window the guest sends exactly that much until it
+    // gets credit, then the rest; it offers a stdin window of its own.
+    zone.send(IdmPacket::stream(
+        8,
+        Body::ExecStart(proto::ExecStart {
+            argv: vec![
+                "head".into(),
+                "-c".into(),
+                "100000".into(),
+                "/dev/zero".into(),
+            ],
+            output_window: 1000,
+            ..Default::default()
+        }),
+    ));
+    let started8 = zone.wait_packet("ExecStarted", |p| match &p.body {
+        Some(Body::ExecStarted(s)) if p.stream_id == 8 => Some(*s),
+        _ => None,
+    });
+    assert!(started8.output_flow_control && started8.stdin_window == 256 * 1024);
+    let output8 = |zone: &Zone| -> usize {
+        zone.seen
+            .iter()
+            .filter(|p| p.stream_id == 8)
+            .filter_map(|p| match &p.body {
+                Some(Body::ExecOutput(o)) => Some(o.data.len()),
+                _ => None,
+            })
+            .sum()
+    };
+    // Whatever arrives in the next 2 s (head is done long before) stays within the window.
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Ok(item) = zone
+        .packets
+        .recv_timeout(until.saturating_duration_since(Instant::now()))
+    {
+        if let Ok(p) = item {
+            zone.seen.push(p);
+        }
+    }
+    assert_eq!(output8(&zone), 1000);
+    zone.send(IdmPacket::stream(
+        8,
+        Body::ExecCredit(proto::ExecCredit { bytes: 99_000 }),
+    ));
+    let exit8 = zone.wait_packet("ExecExit", |p| match &p.body {
+        Some(Body::ExecExit(e)) if p.stream_id == 8 => Some(e.status),
+        _ => None,
+    });
+    assert_eq!(exit8, Some(proto::exec_exit::Status::Code(0)));
+    assert_eq!(output8(&zone), 100_000);
+    // ExecCancel: the client went away; the process group is killed.
+    zone.send(IdmPacket::stream(
+        9,
+        Body::ExecStart(proto::ExecStart {
+            argv: vec!["sleep".into(), "1000".into()],
+            output_window: 1000,
+            ..Default::default()
+        }),
+    ));
+    zone.wait_packet("ExecStarted", |p| {
+        (p.stream_id == 9 && matches!(p.body, Some(Body::ExecStarted(_)))).then_some(())
+    });
+    zone.send(IdmPacket::stream(9, Body::ExecCancel(proto::ExecCancel {})));
+    let exit9 = zone.wait_packet("ExecExit", |p| match &p.body {
+        Some(Body::ExecExit(e)) if p.stream_id == 9 => Some(e.status),
+        _ => None,
+    });
+    assert_eq!(exit9, Some(proto::exec_exit::Status::Signal(9)));
 
     zone.send(IdmPacket::request(
         9,

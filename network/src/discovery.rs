@@ -218,20 +218,29 @@ async fn snapshot(
     state_dir: &Path,
     tx: &mpsc::Sender<Change>,
 ) -> Result<(), FollowError> {
-    let zones = client
-        .list_zones(v1::ListZonesRequest {
-            states: vec![
-                v1::ZoneState::Starting as i32,
-                v1::ZoneState::Running as i32,
-                v1::ZoneState::Stopping as i32,
-            ],
-            name: String::new(),
-            include_history: false,
-        })
-        .await
-        .map_err(call("ListZones"))?
-        .into_inner()
-        .zones;
+    // Paged: a reply holds what fits under the message limit, so read until no token is left.
+    let mut zones = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_zones(v1::ListZonesRequest {
+                states: vec![
+                    v1::ZoneState::Starting as i32,
+                    v1::ZoneState::Running as i32,
+                    v1::ZoneState::Stopping as i32,
+                ],
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(call("ListZones"))?
+            .into_inner();
+        zones.extend(page.zones);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     send(
         tx,
         Change::Sync {

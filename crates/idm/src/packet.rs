@@ -55,6 +55,9 @@ impl IdmPacket {
             Some(Body::ExecStarted(_)) => "exec_started",
             Some(Body::ExecOutput(_)) => "exec_output",
             Some(Body::ExecExit(_)) => "exec_exit",
+            Some(Body::ExecCredit(_)) => "exec_credit",
+            Some(Body::ExecSignal(_)) => "exec_signal",
+            Some(Body::ExecCancel(_)) => "exec_cancel",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! grammar) and `run(self, ctx) -> Result<i32>` returning the exit code.
 
 pub mod completions;
+pub mod docker;
 pub mod host;
 pub mod image;
 pub mod network;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             ZoneCommand::Attach(args) => args.run(&ctx).await,
             ZoneCommand::Exec(args) => args.run(&ctx).await,
             ZoneCommand::Top(args) => args.run(&ctx).await,
+            ZoneCommand::Stats(args) => args.run(&ctx).await,
             ZoneCommand::Resources(args) => args.run(&ctx).await,
         },
         Command::Image(command) => match command {
@@ -38,6 +40,17 @@ pub async fn run(cli: Cli) -> Result<i32> {
         },
         Command::Host(HostCommand::Status(args)) => args.run(&ctx).await,
         Command::Network(NetworkCommand::Reservations(args)) => args.run(&ctx).await,
+        Command::Run(args) => args.run(&ctx).await,
+        Command::Ps(args) => args.run(&ctx).await,
+        Command::Exec(args) => args.run(&ctx).await,
+        Command::Logs(args) => args.run(&ctx).await,
+        Command::Rm(args) => args.run(&ctx).await,
+        Command::Inspect(args) => args.run(&ctx).await,
+        Command::Pull(args) => args.run(&ctx).await,
+        Command::Images(args) => args.run(&ctx).await,
+        Command::Rmi(args) => args.run(&ctx).await,
+        Command::Top(args) => args.run(&ctx).await,
+        Command::Stats(args) => args.run(&ctx).await,
         Command::Completions(args) => args.run(&ctx),
     }
 }

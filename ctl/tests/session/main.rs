@@ -158,7 +158,11 @@ fn exec_splits_streams_forwards_stdin_and_exits_with_the_code() {
         &["zone", "launch", "--name", "box", "scenario/echo"],
     );
     assert_eq!(run.code, 0, "{run:?}");
-    let run = sporectl_stdin(&server.socket, &["zone", "exec", "box", "upper"], b"abc\n");
+    let run = sporectl_stdin(
+        &server.socket,
+        &["zone", "exec", "-i", "box", "upper"],
+        b"abc\n",
+    );
     assert_eq!(run.code, 5, "{run:?}");
     assert_eq!(run.stdout, "ABC\n");
     assert_eq!(run.stderr, "done\n");

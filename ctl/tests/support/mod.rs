@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What one sporectl run produced.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub fn sporectl(socket: &Path, args: &[&str]) -> Run {
 }
 
 pub fn sporectl_with(socket: &Path, args: &[&str], deadline: Duration) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sporectl"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sporectl"))
         .arg("--socket")
         .arg(socket)
         .args(args)
@@ -30,23 +30,36 @@ pub fn sporectl_with(socket: &Path, args: &[&str], deadline: Duration) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot run sporectl");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait for sporectl").is_some() {
-            break;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect sporectl output");
+    collect(child, args, deadline)
+}
+
+/// Waits for `child` while reading its output (a reader that waited first would deadlock on
+/// output larger than a pipe's buffer), killing it after `deadline`.
+fn collect(child: std::process::Child, args: &[&str], deadline: Duration) -> Run {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(deadline) {
+        Ok(out) => out.expect("collect sporectl output"),
+        Err(_) => {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).expect("a child's pid"),
+                rustix::process::Signal::KILL,
+            );
+            let out = rx.recv().expect("the killed child is collected").ok();
             panic!(
                 "sporectl {args:?} did not finish within {deadline:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                out.as_ref()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default(),
+                out.as_ref()
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("collect sporectl output");
+    };
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -82,19 +95,7 @@ pub fn sporectl_stdin(socket: &Path, args: &[&str], input: &[u8]) -> Run {
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let started = Instant::now();
-    while child.try_wait().expect("wait for sporectl").is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("sporectl {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = collect(child, args, Duration::from_secs(60));
     let _ = writer.join();
-    let out = child.wait_with_output().expect("collect sporectl output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run
 }

@@ -54,3 +54,51 @@ fn phase(p: spore_oci::Phase) -> v1::pull_progress::Phase {
         P::Done => A::Done,
     }
 }
+
+/// What a guest reported (its own ids and names bounded: the guest is untrusted).
+pub fn metrics(
+    zone: &v1::Zone,
+    m: spore_idm::proto::MetricsResponse,
+) -> v1::ReadZoneMetricsResponse {
+    const MAX_PROCESSES: usize = 4096;
+    let text = |t: String, max: usize| {
+        if t.len() <= max {
+            return t;
+        }
+        let mut end = max;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t[..end].to_string()
+    };
+    let truncated = m.processes_truncated || m.processes.len() > MAX_PROCESSES;
+    v1::ReadZoneMetricsResponse {
+        time: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        memory_total_bytes: m.memory_total_bytes,
+        memory_used_bytes: m.memory_used_bytes.min(m.memory_total_bytes),
+        cpu_busy_ns: m.cpu_busy_ns,
+        uptime_ns: m.uptime_ns,
+        processes: m
+            .processes
+            .into_iter()
+            .take(MAX_PROCESSES)
+            .map(|p| v1::ProcessMetrics {
+                pid: p.pid,
+                ppid: p.ppid,
+                command: text(p.command, 64),
+                rss_bytes: p.rss_bytes,
+                cpu_ns: p.cpu_ns,
+                cmdline: text(p.cmdline, 256),
+                uid: p.uid,
+                state: text(p.state, 4),
+            })
+            .collect(),
+        cpu_count: m.cpu_count,
+        memory_available_bytes: m.memory_available_bytes,
+        cpu_idle_ns: m.cpu_idle_ns,
+        processes_truncated: truncated,
+        process_count: m.process_count,
+        zone_id: zone.id.clone(),
+        zone_name: zone.name.clone(),
+    }
+}

@@ -3,9 +3,12 @@
 mod console;
 mod convert;
 mod events;
+mod exec;
 mod images;
+pub mod pages;
 pub mod status;
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -117,27 +120,42 @@ impl Control for ControlService {
         request: Request<v1::ListZonesRequest>,
     ) -> Result<Response<v1::ListZonesResponse>, Status> {
         let request = request.into_inner();
-        let zones = self
-            .daemon
-            .zones
-            .list_matching(|r| {
-                (request.states.is_empty() || request.states.contains(&(r.state() as i32)))
-                    && (request.name.is_empty() || r.zone().name == request.name)
-            })
-            .into_iter()
-            .filter_map(|r| r.zone)
-            .map(|mut zone| {
-                if !request.include_history
-                    && let Some(status) = zone.status.as_mut()
-                {
-                    status.history.clear();
-                }
-                zone
-            })
-            .collect();
-        let reply = v1::ListZonesResponse { zones };
-        crate::limits::check_reply(&reply, "list fewer zones at once (filter by state or name)")?;
-        Ok(Response::new(reply))
+        let after = pages::parse_zone_token(&request.page_token)?;
+        let mut page = pages::Page::new(request.page_size);
+        let mut last = None;
+        self.daemon.zones.scan(after, |r| {
+            let wanted = (request.states.is_empty()
+                || request.states.contains(&(r.state() as i32)))
+                && (request.name.is_empty() || r.zone().name == request.name);
+            if !wanted {
+                return ControlFlow::Continue(());
+            }
+            if !page.wants_more() {
+                return ControlFlow::Break(());
+            }
+            let Some(mut zone) = r.zone.clone() else {
+                return ControlFlow::Continue(());
+            };
+            if !request.include_history
+                && let Some(status) = zone.status.as_mut()
+            {
+                status.history.clear();
+            }
+            let flow = page.offer(zone);
+            if flow.is_continue() {
+                last = Some(crate::zones::ZoneKey::of(r));
+            }
+            flow
+        });
+        let (zones, more) = page.finish();
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => pages::zone_token(&last),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListZonesResponse {
+            zones,
+            next_page_token,
+        }))
     }
 
     async fn resolve_zone(
@@ -197,20 +215,31 @@ impl Control for ControlService {
 
     async fn exec_in_zone(
         &self,
-        _: Request<Streaming<v1::ExecInZoneRequest>>,
+        request: Request<Streaming<v1::ExecInZoneRequest>>,
     ) -> Result<Response<Self::ExecInZoneStream>, Status> {
-        Err(Status::unimplemented(
-            "exec in a zone is not available yet: it needs the exec/metrics work on the IDM channel (a later spore release)",
-        ))
+        exec::exec(
+            &self.daemon,
+            request.into_inner(),
+            self.shutdown.clone(),
+            |zone| self.resolve(zone),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn read_zone_metrics(
         &self,
-        _: Request<v1::ReadZoneMetricsRequest>,
+        request: Request<v1::ReadZoneMetricsRequest>,
     ) -> Result<Response<v1::ReadZoneMetricsResponse>, Status> {
-        Err(Status::unimplemented(
-            "zone metrics are not available yet: they need the exec/metrics work on the IDM channel (a later spore release)",
-        ))
+        let request = request.into_inner();
+        let id = self.resolve(&request.zone)?;
+        let metrics = self
+            .daemon
+            .metrics(id, !request.omit_processes)
+            .await
+            .map_err(status::from_daemon)?;
+        let zone = self.zone(id)?;
+        Ok(Response::new(convert::metrics(&zone, metrics)))
     }
 
     async fn update_zone_resources(
@@ -254,15 +283,37 @@ impl Control for ControlService {
 
     async fn list_images(
         &self,
-        _: Request<v1::ListImagesRequest>,
+        request: Request<v1::ListImagesRequest>,
     ) -> Result<Response<v1::ListImagesResponse>, Status> {
+        let request = request.into_inner();
+        let after = pages::parse_image_token(&request.page_token)?;
         let d = &self.daemon;
-        let records = d.images.list().await.map_err(status::from_image)?;
+        let mut page = pages::Page::new(request.page_size);
+        // One record more than a full page tells whether another page follows.
+        let limit = match request.page_size as usize {
+            0 => usize::MAX,
+            n => n.min(pages::MAX_PAGE_SIZE) + 1,
+        };
+        let records = d
+            .images
+            .list_after(after, limit)
+            .await
+            .map_err(status::from_image)?;
+        let mut last = None;
+        for record in &records {
+            if !page.wants_more() || page.offer(convert::image(&d.images, record)).is_break() {
+                break;
+            }
+            last = Some(record.key());
+        }
+        let (images, more) = page.finish();
+        let next_page_token = match (more, last) {
+            (true, Some(last)) => pages::image_token(&last),
+            _ => String::new(),
+        };
         Ok(Response::new(v1::ListImagesResponse {
-            images: records
-                .iter()
-                .map(|r| convert::image(&d.images, r))
-                .collect(),
+            images,
+            next_page_token,
         }))
     }
 

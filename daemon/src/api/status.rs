@@ -35,6 +35,17 @@ pub fn from_daemon(e: DaemonError) -> Status {
         | DaemonError::BackendCannot { .. }
         | DaemonError::NotDestroyed { .. } => Status::failed_precondition(chain(&e)),
         DaemonError::Backend { .. } => internal(&e),
+        DaemonError::Guest { ref source, .. } => {
+            use crate::idm::LinkError as L;
+            let message = chain(&e);
+            match source {
+                L::TooManyExecs(_) | L::Busy(_) => Status::resource_exhausted(message),
+                L::Closed | L::Timeout(_) => Status::unavailable(message),
+                L::Guest(_) | L::Unexpected { .. } | L::Violation(_) => {
+                    Status::failed_precondition(message)
+                }
+            }
+        }
         DaemonError::Zone(z) => from_zone(z),
         DaemonError::Image(i) => {
             let status = from_image(i);

@@ -9,6 +9,7 @@
 
 mod records;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -338,6 +339,25 @@ impl Store {
         let images = txn.open_table(IMAGES)?;
         let mut out = Vec::new();
         for item in images.iter()? {
+            let (key, value) = item?;
+            out.push(decode_json(value.value(), key.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` image records in key order (manifest digest, then format), after `after`.
+    pub fn images_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<ImageRecord>> {
+        let txn = self.db.begin_read()?;
+        let images = txn.open_table(IMAGES)?;
+        let range = match after {
+            Some(key) => {
+                let bounds: (Bound<&str>, Bound<&str>) = (Bound::Excluded(key), Bound::Unbounded);
+                images.range::<&str>(bounds)?
+            }
+            None => images.iter()?,
+        };
+        let mut out = Vec::new();
+        for item in range.take(limit) {
             let (key, value) = item?;
             out.push(decode_json(value.value(), key.value())?);
         }

@@ -3,13 +3,19 @@
 //! the zone's command in the config block:
 //! - `exit N`: Started, a console line, Exit code N, power off;
 //! - `signal N`: Started, Exit signal N, power off;
-//! - `sleep`: Started, then waits for Shutdown and exits by SIGTERM;
+//! - `sleep`: Started, then waits for Shutdown and exits by SIGTERM; meanwhile it answers
+//!   MetricsRequest (two processes: init and `sleep`) and exec requests (below);
 //! - `crash`: Started, then the VM stops without an Exit;
 //! - `resend A B`: Started, Exit code A, and once that is acknowledged a duplicate Exit with
 //!   code B (as a real guest's re-send can arrive after the ack); after its ack the console
 //!   says `acked twice` and the VM powers off (`no ack` if one does not come within 10 s);
 //! - `fail MSG`: a fatal Error, then the VM stops;
 //! - `hang`: a guest stuck in its boot: says nothing, and its VM runs until destroyed.
+//!
+//! Exec in a `sleep` zone, by argv: `echo WORDS...` prints the words and exits 0; `wait` runs
+//! until cancelled (ExecCancel: exit by SIGKILL, and the console says `cancelled N`, N the
+//! stream id) or signalled (ExecSignal S: exit by S); `flood N` ignores its window and sends N
+//! bytes of output at once, as a broken guest would; anything else is not found (Error, 127).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -266,6 +272,11 @@ async fn guest(
                     Some(Ok(Ok(p))) if matches!(p.body, Some(Body::Shutdown(_))) => {
                         break proto::exit::Status::Signal(15);
                     }
+                    Some(Ok(Ok(p))) => {
+                        for reply in answer(p, console.as_mut()).await {
+                            let _ = idm.send(reply).await;
+                        }
+                    }
                     Some(_) => {}
                     None => match idms.recv().await {
                         Some(next) => idm = Framed::new(next, IdmCodec::new()),
@@ -286,4 +297,102 @@ async fn guest(
         })))
         .await;
     poweroff(StopReason::Poweroff);
+}
+
+/// A `sleep` guest's answers to metrics and exec traffic.
+async fn answer(packet: IdmPacket, console: Option<&mut DuplexStream>) -> Vec<IdmPacket> {
+    let (request, stream) = (packet.request_id, packet.stream_id);
+    let exit = |status| {
+        IdmPacket::stream(
+            stream,
+            Body::ExecExit(proto::ExecExit {
+                status: Some(status),
+            }),
+        )
+    };
+    let started = IdmPacket::stream(
+        stream,
+        Body::ExecStarted(proto::ExecStarted {
+            pid: 100,
+            stdin_window: 64 * 1024,
+            output_flow_control: true,
+        }),
+    );
+    let output = |data: Vec<u8>| {
+        IdmPacket::stream(
+            stream,
+            Body::ExecOutput(proto::ExecOutput {
+                stream: proto::exec_output::Stream::Stdout.into(),
+                data,
+            }),
+        )
+    };
+    match packet.body {
+        Some(Body::MetricsRequest(req)) => {
+            let process = |pid, command: &str| proto::ProcessInfo {
+                pid,
+                ppid: 1,
+                command: command.into(),
+                cmdline: command.into(),
+                ..Default::default()
+            };
+            vec![IdmPacket::request(
+                request,
+                Body::MetricsResponse(proto::MetricsResponse {
+                    uptime_ns: 5_000_000_000,
+                    memory_total_bytes: 128 << 20,
+                    memory_used_bytes: 20 << 20,
+                    cpu_count: 1,
+                    process_count: 2,
+                    processes: if req.processes {
+                        vec![process(1, "init"), process(2, "sleep")]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                }),
+            )]
+        }
+        Some(Body::ExecStart(start)) => {
+            let argv: Vec<&str> = start.argv.iter().map(String::as_str).collect();
+            match argv.as_slice() {
+                ["echo", words @ ..] => vec![
+                    started,
+                    output(format!("{}\n", words.join(" ")).into_bytes()),
+                    exit(proto::exec_exit::Status::Code(0)),
+                ],
+                ["wait"] => vec![started],
+                ["flood", n] => {
+                    let n: usize = n.parse().unwrap();
+                    let mut packets = vec![started];
+                    packets.extend((0..n.div_ceil(65536)).map(|_| output(vec![b'x'; 65536])));
+                    packets
+                }
+                _ => vec![
+                    IdmPacket::stream(
+                        stream,
+                        Body::Error(proto::Error {
+                            message: format!("exec: {:?}: executable file not found", argv[0]),
+                            fatal: false,
+                        }),
+                    ),
+                    exit(proto::exec_exit::Status::Code(127)),
+                ],
+            }
+        }
+        // Stream 0: the host cancels every earlier session (there are none here).
+        Some(Body::ExecCancel(_)) if stream == 0 => Vec::new(),
+        Some(Body::ExecCancel(_)) => {
+            if let Some(c) = console {
+                let _ = c
+                    .write_all(format!("cancelled {stream}\n").as_bytes())
+                    .await;
+            }
+            vec![exit(proto::exec_exit::Status::Signal(9))]
+        }
+        Some(Body::ExecSignal(signal)) => {
+            vec![exit(proto::exec_exit::Status::Signal(signal.signal))]
+        }
+        _ => Vec::new(),
+    }
 }

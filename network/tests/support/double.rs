@@ -161,15 +161,30 @@ impl Control for Double {
         &self,
         r: Request<v1::ListZonesRequest>,
     ) -> Result<Response<v1::ListZonesResponse>, Status> {
-        let states = r.into_inner().states;
+        // One zone a page (the token is the index of the next one), so sporenet's paging
+        // is exercised whenever more than one zone matches.
+        let request = r.into_inner();
+        let from: usize = request.page_token.parse().unwrap_or(0);
         let st = self.state.lock().unwrap();
-        let zones = st
+        let matching: Vec<v1::Zone> = st
             .zones
             .iter()
-            .filter(|z| states.is_empty() || states.contains(&z.status.as_ref().unwrap().state))
+            .filter(|z| {
+                request.states.is_empty()
+                    || request.states.contains(&z.status.as_ref().unwrap().state)
+            })
             .cloned()
             .collect();
-        Ok(Response::new(v1::ListZonesResponse { zones }))
+        let zones: Vec<v1::Zone> = matching.iter().skip(from).take(1).cloned().collect();
+        let next_page_token = if from + 1 < matching.len() {
+            (from + 1).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListZonesResponse {
+            zones,
+            next_page_token,
+        }))
     }
 
     async fn get_zone(

@@ -142,13 +142,27 @@ pub fn build(spec: &LaunchSpec, files: &ZoneFiles, machine: &MachineOptions) -> 
         "-device".into(),
         "virtio-serial-device,max_ports=2".into(),
     ];
-    for (id, path, nr) in [("console", &files.console, 0), ("idm", &files.idm, 1)] {
+    // hvc0 is a console; IDM is a plain serial port (the guest's /dev/vport0p1): QEMU drops
+    // what a virtconsole writes while the socket to spored is full, but throttles a serial
+    // port, so a burst of guest output (exec) waits for spored instead of being lost.
+    for (id, path, device) in [
+        (
+            "console",
+            &files.console,
+            "virtconsole,chardev=console,nr=0",
+        ),
+        (
+            "idm",
+            &files.idm,
+            "virtserialport,chardev=idm,nr=1,name=spore.idm",
+        ),
+    ] {
         args.push("-chardev".into());
         // A client with reconnect: output never starts before spored listens, and a restarted
         // spored gets the connection back by listening again.
         args.push(format!("socket,id={id},path={},reconnect=1", escape(path)));
         args.push("-device".into());
-        args.push(format!("virtconsole,chardev={id},nr={nr}"));
+        args.push(device.into());
     }
     for (id, path) in [("root", &spec.root_image), ("config", &spec.config_block)] {
         args.push("-drive".into());
@@ -216,7 +230,8 @@ mod tests {
             "-accel tcg,tb-size=64 -M microvm -cpu max -m 128 -smp 2",
             "-append console=hvc0 quiet panic=-1 pci=off tsc=reliable tsc_early_khz=2600000",
             "socket,id=console,path=/var/lib/spore/zones/z/console.sock,reconnect=1",
-            "virtconsole,chardev=idm,nr=1",
+            "virtconsole,chardev=console,nr=0",
+            "virtserialport,chardev=idm,nr=1,name=spore.idm",
             // The comma in the image path is doubled.
             "if=none,id=root,file=/images/a,,b.squashfs,format=raw,readonly=on",
             "-qmp unix:/var/lib/spore/zones/z/qmp.sock,server=on,wait=off",

@@ -19,9 +19,19 @@ pub struct ListArgs {
 impl ListArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
         let mut client = ctx.client().await?;
-        let reply = ctx
-            .call(client.list_images(v1::ListImagesRequest {}))
-            .await?;
+        let mut reply = v1::ListImagesResponse::default();
+        let mut request = v1::ListImagesRequest {
+            page_size: 500,
+            ..Default::default()
+        };
+        loop {
+            let page = ctx.call(client.list_images(request.clone())).await?;
+            reply.images.extend(page.images);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            request.page_token = page.next_page_token;
+        }
         if self.quiet {
             let digests: String = reply
                 .images
@@ -100,6 +110,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         let text = render(&reply, SystemTime::UNIX_EPOCH + Duration::from_secs(160));
         let lines: Vec<&str> = text.lines().collect();

@@ -58,6 +58,7 @@ impl AttachArgs {
             from_sequence,
             replay: self.replay,
             raw: tty && term::stdin_is_tty(),
+            stdin: true,
         };
         let outcome = console::run(ctx, &mut client, &target).await?;
         Ok(console::finish(outcome, &label))

@@ -33,7 +33,7 @@ impl DestroyArgs {
     }
 }
 
-async fn destroy(ctx: &Ctx, client: &mut spore_api::ControlClient, zone: &str) -> Result<()> {
+pub async fn destroy(ctx: &Ctx, client: &mut spore_api::ControlClient, zone: &str) -> Result<()> {
     let reply = ctx
         .call(client.destroy_zone(v1::DestroyZoneRequest {
             zone: zone.to_string(),

@@ -31,7 +31,14 @@ pub struct LaunchArgs {
     #[arg(short, long)]
     pub attach: bool,
 
-    /// Give the workload a terminal; with --attach on a terminal, keystrokes go to the zone raw.
+    #[command(flatten)]
+    pub zone: ZoneArgs,
+}
+
+/// The zone's spec, as `zone launch` and `run` take it.
+#[derive(Debug, Args)]
+pub struct ZoneArgs {
+    /// Give the workload a terminal; attached on a terminal, keystrokes go to the zone raw.
     #[arg(short, long)]
     pub tty: bool,
 
@@ -106,7 +113,7 @@ pub struct LaunchArgs {
     pub command: Vec<String>,
 }
 
-impl LaunchArgs {
+impl ZoneArgs {
     /// The spec sent to spored, built and checked before anything is contacted.
     pub fn spec(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<v1::ZoneSpec> {
         if self.cpus == Some(0) {
@@ -159,47 +166,69 @@ impl LaunchArgs {
             auto_remove: self.remove,
         })
     }
+}
 
+/// How a launch follows its zone.
+#[derive(Debug, Clone, Copy)]
+pub enum Follow {
+    /// Print the new zone's id and return.
+    Detached,
+    /// Stream the console until the workload ends; `stdin`: forward input.
+    Attached { stdin: bool },
+}
+
+impl LaunchArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
-        if self.attach {
-            ctx.out.require_raw("zone launch --attach")?;
-        }
-        let spec = self.spec(|key| std::env::var(key).ok())?;
-        let mut client = ctx.client().await?;
-        // Taken before the zone exists, so the session sees every state change it makes.
-        let from_sequence = if self.attach {
-            ctx.call(client.get_host_status(v1::GetHostStatusRequest {}))
-                .await?
-                .last_event_sequence
-                + 1
+        let follow = if self.attach {
+            Follow::Attached { stdin: true }
         } else {
-            0
+            Follow::Detached
         };
+        launch(ctx, &self.zone, follow, "zone launch --attach").await
+    }
+}
+
+/// Creates the zone and, attached, follows it to its end: the exit code is the workload's.
+pub async fn launch(ctx: &Ctx, args: &ZoneArgs, follow: Follow, command: &str) -> Result<i32> {
+    let Follow::Attached { stdin } = follow else {
+        let spec = args.spec(|key| std::env::var(key).ok())?;
+        let mut client = ctx.client().await?;
         let created = ctx
             .call(client.create_zone(v1::CreateZoneRequest { spec: Some(spec) }))
             .await?;
-        if !self.attach {
-            ctx.out.print(&created, |c| c.zone_id.clone())?;
-            return Ok(0);
-        }
-        let name = if created.name.is_empty() {
-            created.zone_id.clone()
-        } else {
-            created.name.clone()
-        };
-        let target = Target {
-            id: created.zone_id,
-            name: name.clone(),
-            from_sequence,
-            replay: true,
-            raw: self.tty && term::stdin_is_tty(),
-        };
-        let outcome = console::run(ctx, &mut client, &target).await?;
-        if self.remove && matches!(outcome, console::Outcome::Exited(_)) {
-            wait_removed(ctx, &mut client, &target.id, &name).await;
-        }
-        Ok(console::finish(outcome, &name))
+        ctx.out.print(&created, |c| c.zone_id.clone())?;
+        return Ok(0);
+    };
+    ctx.out.require_raw(command)?;
+    let spec = args.spec(|key| std::env::var(key).ok())?;
+    let mut client = ctx.client().await?;
+    // Taken before the zone exists, so the session sees every state change it makes.
+    let from_sequence = ctx
+        .call(client.get_host_status(v1::GetHostStatusRequest {}))
+        .await?
+        .last_event_sequence
+        + 1;
+    let created = ctx
+        .call(client.create_zone(v1::CreateZoneRequest { spec: Some(spec) }))
+        .await?;
+    let name = if created.name.is_empty() {
+        created.zone_id.clone()
+    } else {
+        created.name.clone()
+    };
+    let target = Target {
+        id: created.zone_id,
+        name: name.clone(),
+        from_sequence,
+        replay: true,
+        raw: args.tty && stdin && term::stdin_is_tty(),
+        stdin,
+    };
+    let outcome = console::run(ctx, &mut client, &target).await?;
+    if args.remove && matches!(outcome, console::Outcome::Exited(_)) {
+        wait_removed(ctx, &mut client, &target.id, &name).await;
     }
+    Ok(console::finish(outcome, &name))
 }
 
 /// How long `--rm` waits for spored to remove an ended zone (a Xen domain's devices get up to
@@ -291,6 +320,7 @@ mod tests {
             "httpd",
             "-f",
         ])
+        .zone
         .spec(env)
         .unwrap();
         assert_eq!(spec.image, "busybox");
@@ -313,7 +343,7 @@ mod tests {
 
     #[test]
     fn defaults_leave_choices_to_the_daemon() {
-        let spec = args(&["busybox"]).spec(env).unwrap();
+        let spec = args(&["busybox"]).zone.spec(env).unwrap();
         assert_eq!(spec.cmd, None);
         assert_eq!(spec.entrypoint, None);
         assert_eq!((spec.vcpus, spec.memory_mib), (None, None));
@@ -323,11 +353,13 @@ mod tests {
     #[test]
     fn entrypoint_drops_the_image_cmd() {
         let spec = args(&["--entrypoint", "/bin/sh", "busybox"])
+            .zone
             .spec(env)
             .unwrap();
         assert_eq!(spec.entrypoint.unwrap().values, ["/bin/sh"]);
         assert_eq!(spec.cmd.unwrap().values, Vec::<String>::new());
         let spec = args(&["--entrypoint", "", "busybox", "echo"])
+            .zone
             .spec(env)
             .unwrap();
         assert_eq!(spec.entrypoint.unwrap().values, Vec::<String>::new());
@@ -336,9 +368,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused_before_any_call() {
-        let err = args(&["--cpus", "0", "busybox"]).spec(env).unwrap_err();
+        let err = args(&["--cpus", "0", "busybox"])
+            .zone
+            .spec(env)
+            .unwrap_err();
         assert!(err.to_string().contains("--cpus 0"), "{err}");
         let err = args(&["-e", "UNSET_HERE", "busybox"])
+            .zone
             .spec(env)
             .unwrap_err();
         assert!(

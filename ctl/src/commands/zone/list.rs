@@ -55,30 +55,62 @@ impl From<StateArg> for v1::ZoneState {
     }
 }
 
+/// Zones per ListZones call while paging.
+const PAGE_SIZE: u32 = 500;
+
+/// Every zone `request` matches, oldest first, over as many pages as spored needs.
+pub async fn all(
+    ctx: &Ctx,
+    client: &mut spore_api::ControlClient,
+    mut request: v1::ListZonesRequest,
+) -> Result<Vec<v1::Zone>> {
+    request.page_size = PAGE_SIZE;
+    request.page_token.clear();
+    let mut zones = Vec::new();
+    loop {
+        let reply = ctx.call(client.list_zones(request.clone())).await?;
+        zones.extend(reply.zones);
+        if reply.next_page_token.is_empty() {
+            return Ok(zones);
+        }
+        request.page_token = reply.next_page_token;
+    }
+}
+
 impl ListArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<i32> {
-        let mut client = ctx.client().await?;
-        let request = v1::ListZonesRequest {
-            states: self
-                .state
-                .iter()
-                .map(|s| v1::ZoneState::from(*s) as i32)
-                .collect(),
-            name: self.name.clone().unwrap_or_default(),
-            // `-o json|yaml` prints the reply as it is: keep it whole there.
-            include_history: !ctx.out.is_table(),
-        };
-        let mut reply = ctx.call(client.list_zones(request)).await?;
-        reply.zones.sort_by_key(created);
-        if self.quiet {
-            let ids: String = reply.zones.iter().map(|z| format!("{}\n", z.id)).collect();
-            crate::output::write_stdout(&ids)?;
-        } else {
-            let now = SystemTime::now();
-            ctx.out.print(&reply, |r| render(r, now))?;
-        }
-        Ok(0)
+        let states = self
+            .state
+            .iter()
+            .map(|s| v1::ZoneState::from(*s) as i32)
+            .collect();
+        list(ctx, states, self.name.clone(), self.quiet).await
     }
+}
+
+/// Lists the zones in `states` (all when empty) as a table, ids or the API's reply.
+pub async fn list(ctx: &Ctx, states: Vec<i32>, name: Option<String>, quiet: bool) -> Result<i32> {
+    let mut client = ctx.client().await?;
+    let request = v1::ListZonesRequest {
+        states,
+        name: name.unwrap_or_default(),
+        // `-o json|yaml` prints the reply as it is: keep it whole there.
+        include_history: !ctx.out.is_table(),
+        ..Default::default()
+    };
+    let mut reply = v1::ListZonesResponse {
+        zones: all(ctx, &mut client, request).await?,
+        ..Default::default()
+    };
+    reply.zones.sort_by_key(created);
+    if quiet {
+        let ids: String = reply.zones.iter().map(|z| format!("{}\n", z.id)).collect();
+        crate::output::write_stdout(&ids)?;
+    } else {
+        let now = SystemTime::now();
+        ctx.out.print(&reply, |r| render(r, now))?;
+    }
+    Ok(0)
 }
 
 fn created(zone: &v1::Zone) -> (i64, i32) {
@@ -178,6 +210,7 @@ mod tests {
                     None,
                 ),
             ],
+            ..Default::default()
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1300);
         let text = render(&reply, now);

@@ -7,5 +7,6 @@ pub mod launch;
 pub mod list;
 pub mod logs;
 pub mod resources;
+pub mod stats;
 pub mod top;
 pub mod watch;

@@ -21,6 +21,10 @@ pub struct TopArgs {
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,
 
+    /// Also list the guest kernel's own threads.
+    #[arg(short, long)]
+    pub all: bool,
+
     /// Zone name, id or unique id prefix.
     pub zone: String,
 }
@@ -41,10 +45,13 @@ impl TopArgs {
         let mut taken = 0u64;
         loop {
             let sample = ctx
-                .call(client.read_zone_metrics(v1::ReadZoneMetricsRequest { zone: zone.clone() }))
+                .call(client.read_zone_metrics(v1::ReadZoneMetricsRequest {
+                    zone: zone.clone(),
+                    omit_processes: false,
+                }))
                 .await?;
             if ctx.out.is_table() {
-                let mut text = render(&self.zone, &sample, previous.as_ref());
+                let mut text = render(&self.zone, &sample, previous.as_ref(), self.all);
                 if interactive {
                     // Home the cursor and clear the screen, then draw the new frame.
                     text.insert_str(0, "\x1b[H\x1b[2J");
@@ -72,10 +79,24 @@ fn percent(busy: u64, wall: u64) -> String {
     format!("{:.1}%", busy as f64 * 100.0 / wall as f64)
 }
 
+fn processes_line(sample: &v1::ReadZoneMetricsResponse) -> String {
+    let mut line = format!("{} processes", sample.process_count);
+    if sample.processes_truncated {
+        line.push_str(&format!(" ({} listed)", sample.processes.len()));
+    }
+    line
+}
+
+/// A guest kernel thread: kthreadd (pid 2) and its children, none with a command line.
+fn kernel_thread(p: &v1::ProcessMetrics) -> bool {
+    (p.pid == 2 || p.ppid == 2) && p.cmdline.is_empty()
+}
+
 fn render(
     zone: &str,
     sample: &v1::ReadZoneMetricsResponse,
     previous: Option<&v1::ReadZoneMetricsResponse>,
+    all: bool,
 ) -> String {
     let wall = previous.map(|p| sample.uptime_ns.saturating_sub(p.uptime_ns));
     let cpu = match (previous, wall) {
@@ -96,27 +117,43 @@ fn render(
                 human::bytes(sample.memory_total_bytes)
             ),
         ),
-        ("cpu", cpu),
+        ("cpu", format!("{cpu} of {} vCPU", sample.cpu_count.max(1))),
+        ("tasks", processes_line(sample)),
     ]);
     text.push('\n');
     let before: HashMap<u32, u64> = previous
         .map(|p| p.processes.iter().map(|q| (q.pid, q.cpu_ns)).collect())
         .unwrap_or_default();
-    let mut processes = sample.processes.clone();
+    let mut processes: Vec<v1::ProcessMetrics> = sample
+        .processes
+        .iter()
+        .filter(|p| all || !kernel_thread(p))
+        .cloned()
+        .collect();
     processes.sort_by(|a, b| b.cpu_ns.cmp(&a.cpu_ns).then(a.pid.cmp(&b.pid)));
-    let mut table = human::table(["PID", "PPID", "CPU", "CPU TIME", "RSS", "COMMAND"]);
+    let mut table = human::table([
+        "PID", "PPID", "UID", "S", "CPU", "CPU TIME", "RSS", "COMMAND",
+    ]);
     for p in &processes {
         let cpu = match (before.get(&p.pid), wall) {
             (Some(&then), Some(wall)) => percent(p.cpu_ns.saturating_sub(then), wall),
             _ => "-".into(),
         };
+        let command = if p.cmdline.is_empty() {
+            // Kernel threads have no command line.
+            format!("[{}]", p.command)
+        } else {
+            p.cmdline.clone()
+        };
         table.add_row(vec![
             p.pid.to_string(),
             p.ppid.to_string(),
+            p.uid.to_string(),
+            p.state.clone(),
             cpu,
             format!("{:.2}s", p.cpu_ns as f64 / 1e9),
             human::bytes(p.rss_bytes),
-            p.command.clone(),
+            command,
         ]);
     }
     text.push_str(&human::render_table(&table));
@@ -129,33 +166,43 @@ mod tests {
 
     fn sample(uptime_s: u64, busy_s: u64, proc_cpu_s: u64) -> v1::ReadZoneMetricsResponse {
         v1::ReadZoneMetricsResponse {
-            time: None,
             memory_total_bytes: 128 << 20,
             memory_used_bytes: 32 << 20,
             cpu_busy_ns: busy_s * 1_000_000_000,
             uptime_ns: uptime_s * 1_000_000_000,
+            cpu_count: 1,
+            process_count: 1,
             processes: vec![v1::ProcessMetrics {
                 pid: 1,
                 ppid: 0,
-                command: "httpd -f".into(),
+                command: "httpd".into(),
+                cmdline: "httpd -f".into(),
                 rss_bytes: 2 << 20,
                 cpu_ns: proc_cpu_s * 1_000_000_000,
+                uid: 0,
+                state: "S".into(),
             }],
+            ..Default::default()
         }
     }
 
     #[test]
     fn cpu_from_two_samples() {
-        let first = render("web", &sample(10, 2, 1), None);
-        assert!(first.contains("cpu:    -\n"), "{first}");
+        let first = render("web", &sample(10, 2, 1), None, false);
+        assert!(first.contains("cpu:    - of 1 vCPU\n"), "{first}");
+        assert!(first.contains("tasks:  1 processes\n"), "{first}");
         assert!(
             first.contains("memory: 32 MiB used of 128 MiB\n"),
             "{first}"
         );
-        let second = render("web", &sample(20, 7, 6), Some(&sample(10, 2, 1)));
-        assert!(second.contains("cpu:    50.0%\n"), "{second}");
-        assert!(
-            second.contains("1     0      50.0%   6.00s      2.0 MiB   httpd -f"),
+        let second = render("web", &sample(20, 7, 6), Some(&sample(10, 2, 1)), false);
+        assert!(second.contains("cpu:    50.0% of 1 vCPU\n"), "{second}");
+        let row = second.lines().last().unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "1", "0", "0", "S", "50.0%", "6.00s", "2.0", "MiB", "httpd", "-f"
+            ],
             "{second}"
         );
     }

@@ -138,6 +138,15 @@ pub fn render(event: &v1::Event) -> String {
                 change.references.join(" ")
             )
         }
+        Some(v1::event::Kind::ZoneResourcesChanged(change)) => format!(
+            "zone {} ({}) resources: {} vCPUs, {} (was {} vCPUs, {})",
+            change.zone_name,
+            human::short_id(&change.zone_id),
+            change.vcpus,
+            human::mib(change.memory_mib),
+            change.previous_vcpus,
+            human::mib(change.previous_memory_mib),
+        ),
         None => "(an event kind this sporectl does not know)".to_string(),
     };
     format!("{} {time} {}", event.sequence, what.trim_end())
@@ -186,6 +195,24 @@ mod tests {
         assert_eq!(
             render(&image),
             "43  image added sha256:0123456789ab docker.io/library/busybox:latest"
+        );
+        let resized = v1::Event {
+            sequence: 44,
+            time: None,
+            kind: Some(v1::event::Kind::ZoneResourcesChanged(
+                v1::ZoneResourcesChanged {
+                    zone_id: "0b4f7c1e-8a8e-4f5e-9d54-3f0c8e3c2a11".into(),
+                    zone_name: "web".into(),
+                    vcpus: 1,
+                    memory_mib: 512,
+                    previous_vcpus: 2,
+                    previous_memory_mib: 1024,
+                },
+            )),
+        };
+        assert_eq!(
+            render(&resized),
+            "44  zone web (0b4f7c1e-8a8) resources: 1 vCPUs, 512 MiB (was 2 vCPUs, 1.0 GiB)"
         );
     }
 
