@@ -149,6 +149,29 @@ echo "  spored RssAnon: $anon0 KiB before, $anon3 KiB with three zones running (
 doms=$(for z in one two three; do zone_field "$z" domain; done | sort -u | wc -l)
 [ "$doms" = 3 ] || fail "the three zones do not name three distinct domains"
 
+echo "== exec and metrics in a PV zone"
+out=$(ctl zone exec one sh -c 'echo exec out; echo exec err >&2; exit 3' 2>&1)
+rc=$?
+if [ $rc = 3 ] && [[ $out == *"exec out"* ]] && [[ $out == *"exec err"* ]]; then
+  ok "exec: output and exit code 3"
+else fail "exec: exit $rc (want 3), output: $out"; fi
+out=$(echo from stdin | ctl zone exec -i one cat 2>&1)
+[ "$out" = "from stdin" ] && ok "exec -i: stdin reaches the process" || fail "exec -i cat: $out"
+out=$(ctl zone exec -t one sh -c 'tty; exit 4' 2>&1)
+rc=$?
+if [ $rc = 4 ] && [[ $out == */dev/pts/* ]]; then ok "exec -t: a terminal in the guest ($(echo "$out" | tr -d '\r' | head -n1)), exit 4"
+else fail "exec -t: exit $rc (want 4), output: $out"; fi
+out=$(ctl zone top one 2>&1)
+[[ $out == *"sleep 600"* ]] && ok "top shows the workload" || fail "top: $out"
+times=()
+for _ in $(seq 20); do
+  t=$EPOCHREALTIME
+  ctl zone exec one true >/dev/null 2>&1 || fail "exec true"
+  times+=("$(ms "$t")")
+done
+median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 10p)
+ok "exec true round trip (sporectl, request to exit code): median of 20 is $median ms"
+
 echo "== resources of a running zone"
 d=$(zone_field two domain); d=${d#domid }
 out=$(ctl zone resources two --cpus 1 --memory 160 2>&1) || fail "zone resources: $out"

@@ -2,7 +2,8 @@
 # spored on Xen, end to end in the Xen lab: boots Xen + dom0 (xenlab/lab.sh) and runs the real
 # spored (Xen backend) and sporectl inside dom0 with the guest bundle and the busybox demo image
 # (scripts/demo-image.sh, imported as an OCI layout). xenlab/tests/spored-dom0.sh has the checks:
-# output and exit code, a signal death, three zones at once, destroy leaving no domain, xenstore
+# output and exit code, a signal death, three zones at once (with exec, exec -i/-t, top and the
+# exec round trip in one of them), destroy leaving no domain, xenstore
 # node or loop device (checked with xl list, xenstore-ls, losetup), a spored restart that
 # re-adopts a running zone which then exits with its own code, and a workload that exits while
 # spored is stopped (the domain waits for the exit ack; the next spored records the code), and a
