@@ -10,7 +10,7 @@ use spore_runtime::xen::{XenBackend, XenConfig};
 use spore_runtime::{Backend, BackendKind, HostProbe};
 
 use crate::config::{BackendChoice, Config};
-use crate::daemon::Selection;
+use crate::shared::Selection;
 
 /// Probes the host and builds the chosen backend.
 pub async fn select(config: &Config) -> (Option<Arc<dyn Backend>>, Selection) {

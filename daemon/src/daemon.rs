@@ -1,33 +1,21 @@
-//! The daemon core: the zone table, the image service, the backend and the per-zone drivers.
-//! RPC handlers (`api/`) call into this; it knows nothing of gRPC.
+//! The daemon core: zone creation and destruction, reconcile at start, and the driver registry,
+//! over the state every part shares (`shared.rs`). RPC handlers (`api/`) call into this; it
+//! knows nothing of gRPC.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use spore_api::v1;
-use spore_runtime::{Backend, BackendProbe};
-use tokio::sync::{Semaphore, watch};
+use spore_runtime::Backend;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::console::{ConsoleHub, Ending};
-use crate::driver::{self, DriverHandle, Mode};
-use crate::idm::GuestLinks;
+use crate::driver::{Drivers, Mode};
 use crate::images::{ImageError, Images, ZoneTarget};
-use crate::launch::zone_dir;
 use crate::network::{AddressPlan, NetworkError};
-use crate::state;
+pub use crate::shared::{Selection, Shared, chain};
 use crate::store::{ZoneImage, ZoneRecord};
 use crate::validate::{self, FieldError, Limits};
 use crate::zones::{ZoneError, Zones};
-
-/// Which backend the daemon uses, and why.
-#[derive(Debug, Clone)]
-pub struct Selection {
-    pub kind: v1::BackendKind,
-    pub reason: String,
-    pub probes: Vec<BackendProbe>,
-}
 
 /// Why a zone request failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,19 +67,21 @@ pub enum DaemonError {
     },
 }
 
+/// The daemon: the shared state, the driver registry (one task per zone) and the address plan.
+/// It reads as its [`Shared`] state (`daemon.zones`, `daemon.config`, ...).
 pub struct Daemon {
-    pub config: Config,
-    pub zones: Arc<Zones>,
-    pub images: Images,
-    pub backend: Option<Arc<dyn Backend>>,
-    pub selection: Selection,
-    consoles: Mutex<HashMap<Uuid, Arc<ConsoleHub>>>,
-    /// The IDM links of supervised zones (exec, metrics).
-    pub guests: GuestLinks,
-    pub(crate) drivers: Mutex<HashMap<Uuid, DriverHandle>>,
-    pub(crate) launches: Semaphore,
+    shared: Arc<Shared>,
+    drivers: Arc<Drivers>,
     /// Where zone addresses come from (an invalid plan fails creations, not the daemon).
     addresses: Result<AddressPlan, NetworkError>,
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Daemon {
@@ -102,18 +92,11 @@ impl Daemon {
         backend: Option<Arc<dyn Backend>>,
         selection: Selection,
     ) -> Arc<Daemon> {
-        let launches = Semaphore::new(config.zones.max_parallel_launches);
+        let drivers = Arc::new(Drivers::new(config.zones.max_parallel_launches));
         let addresses = AddressPlan::from_config(&config.network);
         Arc::new(Daemon {
-            config,
-            zones,
-            images,
-            backend,
-            selection,
-            consoles: Mutex::new(HashMap::new()),
-            guests: GuestLinks::default(),
-            drivers: Mutex::new(HashMap::new()),
-            launches,
+            shared: Arc::new(Shared::new(config, zones, images, backend, selection)),
+            drivers,
             addresses,
         })
     }
@@ -267,21 +250,7 @@ impl Daemon {
         if self.zones.get(id).is_none() {
             return Err(ZoneError::NotFound(id.to_string()).into());
         }
-        let mut done = {
-            let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
-            match drivers.get(&id) {
-                Some(handle) => {
-                    handle.request_destroy();
-                    handle.done()
-                }
-                None => {
-                    let handle = driver::spawn(self.clone(), id, Mode::Destroy);
-                    let done = handle.done();
-                    drivers.insert(id, handle);
-                    done
-                }
-            }
-        };
+        let mut done = self.drivers.destroy(&self.shared, id);
         // The driver is gone when this resolves (an error means it ended without saying so).
         let _ = done.wait_for(|d| *d).await;
         match self.zones.get(id) {
@@ -293,109 +262,7 @@ impl Daemon {
         }
     }
 
-    pub(crate) fn spawn_driver(self: &Arc<Self>, id: Uuid, mode: Mode) {
-        let mut drivers = self.drivers.lock().unwrap_or_else(|e| e.into_inner());
-        if drivers.contains_key(&id) {
-            return;
-        }
-        drivers.insert(id, driver::spawn(self.clone(), id, mode));
-    }
-
-    /// The zone's console hub (opened on first use, also for zones that already ended).
-    pub fn console(&self, id: Uuid) -> std::io::Result<Arc<ConsoleHub>> {
-        let mut consoles = self.consoles.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hub) = consoles.get(&id) {
-            return Ok(hub.clone());
-        }
-        let dir = zone_dir(&self.config, id);
-        std::fs::create_dir_all(&dir)?;
-        let hub = ConsoleHub::open(&dir, self.config.zones.console_log_bytes)?;
-        if let Some(record) = self.zones.get(id) {
-            match (record.state(), record.status().exit) {
-                (v1::ZoneState::Exited, Some(exit)) => hub.end(Ending::Exited(exit)),
-                (v1::ZoneState::Failed, _) => hub.end(Ending::Gone(record.status().reason)),
-                _ => {}
-            }
-        }
-        consoles.insert(id, hub.clone());
-        Ok(hub)
-    }
-
-    pub(crate) fn forget_console(&self, id: Uuid) -> Option<Arc<ConsoleHub>> {
-        self.consoles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id)
-    }
-
-    /// Marks a zone FAILED (when its state allows) with `reason`.
-    pub(crate) async fn fail(&self, id: Uuid, reason: &str) {
-        let Some(record) = self.zones.get(id) else {
-            return;
-        };
-        if !state::can_transition(record.state(), v1::ZoneState::Failed) {
-            return;
-        }
-        if let Err(e) = self
-            .zones
-            .transition(id, v1::ZoneState::Failed, reason, |_| {})
-            .await
-        {
-            tracing::error!(zone = %id, "cannot record the failure ({reason}): {e}");
-        }
-        if let Some(hub) = self
-            .consoles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-        {
-            hub.end(Ending::Gone(reason.to_string()));
-        }
-    }
-
-    /// Releases whatever VM the backend still holds for a zone (logged, not fatal).
-    pub(crate) async fn release_vm(&self, id: Uuid) {
-        if let Some(b) = &self.backend
-            && let Err(e) = b.destroy(id).await
-        {
-            tracing::error!(zone = %id, "releasing the VM failed: {}", chain(&e));
-            return;
-        }
-        // The config block carries the zone's environment (secrets, often) and nothing reads it
-        // once the VM is gone; the console log stays for `zone logs` until the zone is destroyed.
-        let block = zone_dir(&self.config, id).join(crate::launch::CONFIG_BLOCK);
-        if let Err(e) = std::fs::remove_file(&block)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(zone = %id, "removing {}: {e}", block.display());
-        }
-        // The handle names a VM only while it exists.
-        if self
-            .zones
-            .get(id)
-            .is_some_and(|r| !r.status().domain.is_empty())
-            && let Err(e) = self
-                .zones
-                .update(id, |r| r.status_mut().domain.clear())
-                .await
-        {
-            tracing::error!(zone = %id, "{e}");
-        }
+    pub(crate) fn spawn_driver(&self, id: Uuid, mode: Mode) {
+        self.drivers.spawn(&self.shared, id, mode);
     }
 }
-
-/// An error and its sources, `: `-joined: how the daemon logs and reports errors (each error
-/// type's message leaves its source to this).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// A receiver that resolves once a driver finished.
-pub type Done = watch::Receiver<bool>;

@@ -8,18 +8,19 @@
 //! -> Destroyed. A destroy request can arrive at any time; the backend's `create` is never
 //! cancelled half-way, it is finished and then torn down.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use spore_api::v1::{self, ZoneState};
 use spore_idm::ExitStatus;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use uuid::Uuid;
 
 use crate::console::{ConsoleHub, Ending};
-use crate::daemon::{Daemon, chain};
 use crate::idm::{GuestEvent, IdmLink};
 use crate::launch;
+use crate::shared::{Shared, chain};
 
 /// What a new driver starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,36 +56,85 @@ enum Next {
 /// is torn down.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 
-pub fn spawn(daemon: Arc<Daemon>, id: Uuid, mode: Mode) -> DriverHandle {
-    let (destroy_tx, destroy_rx) = watch::channel(mode == Mode::Destroy);
-    let (done_tx, done_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut destroy = destroy_rx;
-        let mut next = match mode {
-            Mode::Launch => launch(&daemon, id, &mut destroy).await,
-            Mode::Adopt => supervise(&daemon, id, &mut destroy).await,
-            Mode::Destroy => Next::Destroy,
-        };
-        loop {
-            if let Next::Destroy = next {
-                destroy_zone(&daemon, id).await;
-            }
-            // A destroy requested while we were finishing must not be lost: check it under
-            // the lock that destroy_zone() takes to find this driver.
-            let mut drivers = daemon.drivers.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(next, Next::Rest) && *destroy.borrow() {
-                drop(drivers);
-                next = Next::Destroy;
-                continue;
-            }
-            drivers.remove(&id);
-            break;
+/// A receiver that resolves once a driver finished.
+pub type Done = watch::Receiver<bool>;
+
+/// The drivers of all zones (at most one per zone) and the permits that bound how many zones
+/// launch at once.
+pub struct Drivers {
+    handles: Mutex<HashMap<Uuid, DriverHandle>>,
+    launches: Semaphore,
+}
+
+impl Drivers {
+    pub fn new(max_parallel_launches: usize) -> Drivers {
+        Drivers {
+            handles: Mutex::new(HashMap::new()),
+            launches: Semaphore::new(max_parallel_launches),
         }
-        done_tx.send_replace(true);
-    });
-    DriverHandle {
-        destroy: destroy_tx,
-        done: done_rx,
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<Uuid, DriverHandle>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts zone `id`'s driver in `mode` unless it has one.
+    pub fn spawn(self: &Arc<Self>, shared: &Arc<Shared>, id: Uuid, mode: Mode) {
+        self.handles()
+            .entry(id)
+            .or_insert_with(|| self.start(shared.clone(), id, mode));
+    }
+
+    /// Asks zone `id`'s driver to destroy it, starting one if it has none; the receiver
+    /// resolves once that driver has finished.
+    pub fn destroy(self: &Arc<Self>, shared: &Arc<Shared>, id: Uuid) -> Done {
+        let mut handles = self.handles();
+        match handles.get(&id) {
+            Some(handle) => {
+                handle.request_destroy();
+                handle.done()
+            }
+            None => {
+                let handle = self.start(shared.clone(), id, Mode::Destroy);
+                let done = handle.done();
+                handles.insert(id, handle);
+                done
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, shared: Arc<Shared>, id: Uuid, mode: Mode) -> DriverHandle {
+        let (destroy_tx, destroy_rx) = watch::channel(mode == Mode::Destroy);
+        let (done_tx, done_rx) = watch::channel(false);
+        let drivers = self.clone();
+        tokio::spawn(async move {
+            let mut destroy = destroy_rx;
+            let mut next = match mode {
+                Mode::Launch => launch(&shared, &drivers.launches, id, &mut destroy).await,
+                Mode::Adopt => supervise(&shared, id, &mut destroy).await,
+                Mode::Destroy => Next::Destroy,
+            };
+            loop {
+                if let Next::Destroy = next {
+                    destroy_zone(&shared, id).await;
+                }
+                // A destroy requested while we were finishing must not be lost: check it under
+                // the lock that destroy() takes to find this driver.
+                let mut handles = drivers.handles();
+                if matches!(next, Next::Rest) && *destroy.borrow() {
+                    drop(handles);
+                    next = Next::Destroy;
+                    continue;
+                }
+                handles.remove(&id);
+                break;
+            }
+            done_tx.send_replace(true);
+        });
+        DriverHandle {
+            destroy: destroy_tx,
+            done: done_rx,
+        }
     }
 }
 
@@ -95,10 +145,15 @@ async fn requested(destroy: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
+async fn launch(
+    daemon: &Arc<Shared>,
+    launches: &Semaphore,
+    id: Uuid,
+    destroy: &mut watch::Receiver<bool>,
+) -> Next {
     // Bounds concurrent prepares and creates, not running zones: released before supervising.
     let permit = tokio::select! {
-        permit = daemon.launches.acquire() => permit.ok(),
+        permit = launches.acquire() => permit.ok(),
         _ = requested(destroy) => return Next::Destroy,
     };
     let Some(record) = daemon.zones.get(id) else {
@@ -193,7 +248,7 @@ async fn launch(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bo
 
 /// Why a zone's VM could not be created, with what to do when it is the guest bundle that is
 /// missing (the backend checks the files; the daemon knows where the bundle belongs).
-fn create_failure(daemon: &Daemon, e: &spore_runtime::RuntimeError) -> String {
+fn create_failure(daemon: &Shared, e: &spore_runtime::RuntimeError) -> String {
     let reason = chain(e);
     let config = &daemon.config;
     match e {
@@ -210,7 +265,7 @@ fn create_failure(daemon: &Daemon, e: &spore_runtime::RuntimeError) -> String {
 }
 
 /// Follows a zone whose VM runs: console, IDM, VM stop, destroy requests.
-async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
+async fn supervise(daemon: &Arc<Shared>, id: Uuid, destroy: &mut watch::Receiver<bool>) -> Next {
     let Some(backend) = daemon.backend.clone() else {
         return failed(daemon, id, &daemon.selection.reason).await;
     };
@@ -313,7 +368,7 @@ async fn supervise(daemon: &Arc<Daemon>, id: Uuid, destroy: &mut watch::Receiver
 /// Asks the guest to end the workload (SIGTERM, then SIGKILL after the grace period) and
 /// waits a bounded time for its Exit, so a destroyed zone still records how it ended.
 async fn stop_workload(
-    daemon: &Arc<Daemon>,
+    daemon: &Arc<Shared>,
     id: Uuid,
     idm: Option<&IdmLink>,
     events: &mut Option<mpsc::Receiver<GuestEvent>>,
@@ -368,7 +423,7 @@ async fn stop_workload(
 /// Gives the guest [`POWEROFF_GRACE`] to power off after its Exit, acknowledging the copies
 /// it re-sent before our first ack reached it (or that a re-adopting daemon finds queued).
 async fn await_poweroff(
-    daemon: &Arc<Daemon>,
+    daemon: &Arc<Shared>,
     id: Uuid,
     idm: Option<&IdmLink>,
     events: &mut Option<mpsc::Receiver<GuestEvent>>,
@@ -395,7 +450,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Reads the guest's remaining messages after its VM stopped, returning its Exit if it sent one.
 async fn drain_exit(
-    daemon: &Arc<Daemon>,
+    daemon: &Arc<Shared>,
     id: Uuid,
     events: &mut Option<mpsc::Receiver<GuestEvent>>,
     fatal: &mut Option<String>,
@@ -417,7 +472,7 @@ async fn drain_exit(
 }
 
 /// The guest started the workload: Starting -> Running.
-async fn started(daemon: &Arc<Daemon>, id: Uuid, info: &spore_idm::proto::Started) {
+async fn started(daemon: &Arc<Shared>, id: Uuid, info: &spore_idm::proto::Started) {
     let guest_ms = info.workload_exec_ns.saturating_sub(info.init_start_ns) / 1_000_000;
     let reason = format!(
         "workload started (pid {} in the guest, {guest_ms} ms after init)",
@@ -477,7 +532,7 @@ async fn recv(events: &mut Option<mpsc::Receiver<GuestEvent>>) -> Option<GuestEv
 /// Records the workload's exit (Running/Stopping -> Exited) and acknowledges it to the guest
 /// once committed. An Exit for a zone already Exited (re-sent, or read again by a re-adopting
 /// daemon) is only acknowledged: the first status stands.
-async fn exited(daemon: &Arc<Daemon>, id: Uuid, idm: Option<&IdmLink>, status: ExitStatus) {
+async fn exited(daemon: &Arc<Shared>, id: Uuid, idm: Option<&IdmLink>, status: ExitStatus) {
     let recorded = daemon
         .zones
         .get(id)
@@ -491,7 +546,7 @@ async fn exited(daemon: &Arc<Daemon>, id: Uuid, idm: Option<&IdmLink>, status: E
 }
 
 /// The Exited transition; false when it could not be committed (the guest then gets no ack).
-async fn record_exit(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) -> bool {
+async fn record_exit(daemon: &Arc<Shared>, id: Uuid, status: ExitStatus) -> bool {
     let (exit, reason) = match status {
         ExitStatus::Code(code) => (
             v1::exit_status::Status::Code(code),
@@ -519,7 +574,7 @@ async fn record_exit(daemon: &Arc<Daemon>, id: Uuid, status: ExitStatus) -> bool
 
 /// After the workload ended or the zone failed: release the VM, end the console streams,
 /// and remove the zone if it asked for that.
-async fn ended(daemon: &Arc<Daemon>, id: Uuid, hub: &Arc<ConsoleHub>) -> Next {
+async fn ended(daemon: &Arc<Shared>, id: Uuid, hub: &Arc<ConsoleHub>) -> Next {
     daemon.release_vm(id).await;
     let Some(record) = daemon.zones.get(id) else {
         return Next::Rest;
@@ -536,7 +591,7 @@ async fn ended(daemon: &Arc<Daemon>, id: Uuid, hub: &Arc<ConsoleHub>) -> Next {
     }
 }
 
-async fn failed(daemon: &Arc<Daemon>, id: Uuid, reason: &str) -> Next {
+async fn failed(daemon: &Arc<Shared>, id: Uuid, reason: &str) -> Next {
     tracing::warn!(zone = %id, "zone failed: {reason}");
     daemon.fail(id, reason).await;
     daemon.release_vm(id).await;
@@ -549,7 +604,7 @@ async fn failed(daemon: &Arc<Daemon>, id: Uuid, reason: &str) -> Next {
 }
 
 /// Tears a zone down completely: VM, files, console, reservation, record.
-async fn destroy_zone(daemon: &Arc<Daemon>, id: Uuid) {
+async fn destroy_zone(daemon: &Arc<Shared>, id: Uuid) {
     let Some(record) = daemon.zones.get(id) else {
         return;
     };

@@ -5,13 +5,14 @@ use spore_api::v1::ZoneState;
 use spore_idm::proto;
 use uuid::Uuid;
 
-use crate::daemon::{Daemon, DaemonError};
+use crate::daemon::DaemonError;
 use crate::idm::exec::ExecSession;
 use crate::idm::{IdmLink, Registration};
+use crate::shared::Shared;
 use crate::state;
 use crate::zones::ZoneError;
 
-impl Daemon {
+impl Shared {
     /// Makes a supervised zone's link reachable for exec and metrics until the guard drops. A
     /// zone found running was adopted from an earlier daemon: the exec sessions that daemon
     /// started lost their clients with it, so the guest cancels them.

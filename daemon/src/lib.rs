@@ -21,6 +21,7 @@ pub mod limits;
 pub mod network;
 pub mod resources;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod store;
 pub mod validate;
