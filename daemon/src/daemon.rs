@@ -5,17 +5,15 @@
 use std::sync::Arc;
 
 use spore_api::v1;
-use spore_runtime::Backend;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::driver::{Drivers, Mode};
-use crate::images::{ImageError, Images, ZoneTarget};
+use crate::images::{ImageError, ZoneTarget};
 use crate::network::{AddressPlan, NetworkError};
 pub use crate::shared::{Selection, Shared, chain};
 use crate::store::{ZoneImage, ZoneRecord};
 use crate::validate::{self, FieldError, Limits};
-use crate::zones::{ZoneError, Zones};
+use crate::zones::ZoneError;
 
 /// Why a zone request failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,17 +83,11 @@ impl std::ops::Deref for Daemon {
 }
 
 impl Daemon {
-    pub fn new(
-        config: Config,
-        zones: Arc<Zones>,
-        images: Images,
-        backend: Option<Arc<dyn Backend>>,
-        selection: Selection,
-    ) -> Arc<Daemon> {
-        let drivers = Arc::new(Drivers::new(config.zones.max_parallel_launches));
-        let addresses = AddressPlan::from_config(&config.network);
+    pub fn new(shared: Shared) -> Arc<Daemon> {
+        let drivers = Arc::new(Drivers::new(shared.config.zones.max_parallel_launches));
+        let addresses = AddressPlan::from_config(&shared.config.network);
         Arc::new(Daemon {
-            shared: Arc::new(Shared::new(config, zones, images, backend, selection)),
+            shared: Arc::new(shared),
             drivers,
             addresses,
         })

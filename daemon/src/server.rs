@@ -18,7 +18,7 @@ use crate::api::ControlService;
 use crate::auth;
 use crate::authority::AuthorityStream;
 use crate::config::Config;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Shared};
 use crate::events::EventBus;
 use crate::images::Images;
 use crate::store::Store;
@@ -103,7 +103,7 @@ pub async fn run(config: Config) -> Result<()> {
         None => tracing::warn!("{}", selection.reason),
     }
     let socket = config.socket.clone();
-    let daemon = Daemon::new(config, zones, images, backend, selection);
+    let daemon = Daemon::new(Shared::new(config, zones, images, backend, selection));
     daemon.start().await;
 
     let listener = bind_socket(&socket)?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use spore_api::v1;
 use spored::config::Config;
-use spored::daemon::{Daemon, Selection};
+use spored::daemon::{Daemon, Selection, Shared};
 use spored::events::EventBus;
 use spored::images::Images;
 use spored::store::Store;
@@ -67,7 +67,7 @@ pub async fn core(config: Config, backend: Arc<fake_backend::FakeBackend>) -> Ar
         reason: "test double".into(),
         probes: Vec::new(),
     };
-    let daemon = Daemon::new(config, zones, images, Some(backend), selection);
+    let daemon = Daemon::new(Shared::new(config, zones, images, Some(backend), selection));
     daemon.start().await;
     daemon
 }
